@@ -1,0 +1,44 @@
+# The two commands: `make run` serves the API; `make test` runs the whole suite.
+# Both create .venv with Python 3.11 and install pinned dependencies on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint format bench pgadmin migrate clean
+
+run: $(VENV)/.installed-run
+	$(BIN)/python -m backend
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check backend tests bench
+	$(BIN)/ruff format --check backend tests bench
+	$(BIN)/mypy --strict backend
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix backend tests bench
+	$(BIN)/ruff format backend tests bench
+
+migrate: $(VENV)/.installed-run
+	$(BIN)/alembic upgrade head
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench $(if $(FULL),--full,)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-run: requirements.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

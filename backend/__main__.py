@@ -1,0 +1,78 @@
+"""`python -m backend`: start the database if needed, migrate, serve the API and its worker."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from backend.config import Settings, SettingsError, load_settings
+from backend.logs import configure_logging
+
+log = logging.getLogger("backend")
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.debugpy_enabled:
+        start_debugger(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url:
+        return serve(settings)
+
+    from backend.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+
+    pg = EmbeddedPostgres(
+        settings.data_dir / "postgres",
+        settings.embedded_db_port,
+        url_file=settings.data_dir / "embedded-postgres.url",
+    )
+    try:
+        pg.start()
+    except EmbeddedPostgresError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        log.info("no DATABASE_URL set: using the embedded PostgreSQL at %s (psql and pgAdmin can connect)", pg.url)
+        return serve(settings.model_copy(update={"database_url": pg.url}))
+    finally:
+        pg.stop()
+
+
+def serve(settings: Settings) -> int:
+    from backend.app import create_app
+    from backend.db import migrate
+
+    if settings.run_migrations:
+        migrate(settings.sqlalchemy_url)
+        log.info("database schema is at head")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+    return 0
+
+
+def start_debugger(settings: Settings) -> None:
+    import debugpy
+
+    debugpy.listen((settings.debugpy_host, settings.debugpy_port))
+    log.warning("debugpy is listening on %s:%d (DEBUGPY_ENABLED=true)", settings.debugpy_host, settings.debugpy_port)
+    if settings.debugpy_wait:
+        log.warning("waiting for a debugger to attach (DEBUGPY_WAIT=true)")
+        debugpy.wait_for_client()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

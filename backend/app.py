@@ -1,0 +1,179 @@
+"""The FastAPI application. The lifespan owns every resource: engine, providers, worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.api import ops, router
+from backend.config import Settings, load_settings
+from backend.db import create_engine, create_sessionmaker, head_revision
+from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
+from backend.providers import build_providers
+from backend.repository import JobRepository
+from backend.service import JobService
+from backend.storage import LocalStorage
+from backend.worker import Worker, database_down
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        repo = JobRepository(create_sessionmaker(engine))
+        providers = build_providers(settings)
+        storage = LocalStorage(settings.data_dir / "images")
+        worker = Worker(repo, providers, storage, settings) if settings.worker_enabled else None
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.storage = storage
+        app.state.service = JobService(repo, providers, settings)
+        app.state.worker = worker
+        app.state.head_revision = head_revision()
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title=settings.app_name,
+        version=settings.version,
+        description="Submit image-generation jobs and poll them until their images are ready.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    app.include_router(ops)
+    app.add_middleware(JsonBodyMiddleware)
+    _install_error_handlers(app)
+    return app
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    return JSONResponse(problem.body(), problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_problem(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return problem_response(validation_problem([_field_error(e) for e in exc.errors()]))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        problem = Problem(exc.status_code, code, title, detail, headers=dict(exc.headers or {}))
+        return problem_response(problem)
+
+    async def on_database(_: Request, exc: Exception) -> JSONResponse:
+        if database_down(exc):
+            log.warning("database unavailable: %s", exc)
+            return problem_response(unavailable("the database is unreachable; try again shortly"))
+        log.exception("database error", exc_info=exc)
+        return problem_response(Problem(500, "internal_error", "Internal error", "an unexpected error occurred"))
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    for exc_class in (SQLAlchemyError, OSError, ConnectionError):
+        app.add_exception_handler(exc_class, on_database)
+
+
+def _field_error(error: Any) -> FieldError:
+    loc = [str(part) for part in error.get("loc", ())]
+    where, path = (loc[0], loc[1:]) if loc else ("body", [])
+    if error.get("type") == "json_invalid":
+        return FieldError("body", f"not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})", "json_invalid")
+    if where == "body" and not path:
+        message = "a JSON object body is required" if error.get("type") == "missing" else error.get("msg", "")
+        return FieldError("body", message, str(error.get("type", "invalid")))
+    field = ".".join(path) or where
+    if where == "header":
+        field = field.title()
+    return FieldError(field, str(error.get("msg", "invalid")), str(error.get("type", "invalid")))
+
+
+class JsonBodyMiddleware:
+    """Refuse oversized (413) and non-JSON (415) bodies before anything parses them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await _reject(scope, receive, send, _too_large())
+            return
+        # Bodies here are small: read it whole (bounded), then replay it to the app.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await _reject(scope, receive, send, _too_large())
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if body and not (content_type == b"application/json" or content_type.endswith(b"+json")):
+            problem = Problem(
+                415,
+                "unsupported_media_type",
+                "Unsupported media type",
+                f"send the body as application/json, not {content_type.decode('latin-1') or 'no content type'}",
+            )
+            await _reject(scope, receive, send, problem)
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _too_large() -> Problem:
+    return Problem(413, "body_too_large", "Body too large", f"the request body exceeds {MAX_BODY_BYTES} bytes")
+
+
+async def _reject(scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
+    await problem_response(problem)(scope, receive, send)

@@ -1,0 +1,126 @@
+"""Typed settings, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+KNOWN_PROVIDERS = ("animals", "noop")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; env var names are the upper-case field names."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str | None = None
+    app_name: str = "Generation Jobs API"
+    version: str = "0.1.0"
+    debug: bool = False
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("./data")
+    public_base_url: str | None = None
+    embedded_db_port: int = Field(5433, ge=1, le=65535)
+    run_migrations: bool = True
+    db_pool_size: int = Field(10, ge=1, le=200)
+
+    worker_enabled: bool = True
+    worker_concurrency: int = Field(8, ge=1, le=1000)
+    worker_poll_interval: float = Field(1.0, gt=0, le=3600)
+    worker_claim_batch: int = Field(32, ge=1, le=1000)
+    lease_seconds: float = Field(30.0, ge=1, le=86400)
+    max_attempts: int = Field(3, ge=1, le=100)
+    job_timeout: float = Field(300.0, gt=0, le=86400)
+    retry_base_delay: float = Field(1.0, ge=0, le=3600)
+    retry_max_delay: float = Field(60.0, ge=0, le=86400)
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=3600)
+    job_retention_seconds: float | None = Field(None, gt=0)
+
+    providers: str = Field("animals", description="Comma-separated provider names to enable.")
+    default_provider: str = "animals"
+    image_provider_delay: float = Field(1.0, ge=0, le=600)
+    max_images_per_job: int = Field(10, ge=1, le=1000)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    debugpy_enabled: bool = False
+    debugpy_host: str = "127.0.0.1"
+    debugpy_port: int = Field(5678, ge=1, le=65535)
+    debugpy_wait: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _check_providers(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(KNOWN_PROVIDERS))
+        if not names or unknown:
+            raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(KNOWN_PROVIDERS)}")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _check_default_provider(self) -> Settings:
+        if self.default_provider not in self.provider_names:
+            raise ValueError(
+                f"DEFAULT_PROVIDER {self.default_provider!r} is not among PROVIDERS ({self.providers})"
+            )
+        return self
+
+    @property
+    def provider_names(self) -> list[str]:
+        return self.providers.split(",")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL in the form SQLAlchemy's asyncpg dialect wants."""
+        return _with_scheme(self._require_url(), "postgresql+asyncpg")
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """The database URL in the form asyncpg itself wants."""
+        return _with_scheme(self._require_url(), "postgresql")
+
+    def _require_url(self) -> str:
+        if self.database_url is None:
+            raise RuntimeError("DATABASE_URL is not set and no embedded database was started")
+        return self.database_url
+
+
+def _with_scheme(url: str, scheme: str) -> str:
+    return scheme + url[url.index("://") :]
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded; the message is one line naming the setting."""
+
+
+def load_settings() -> Settings:
+    """Load settings, turning pydantic's report into one line per bad setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "DEFAULT_PROVIDER"
+            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None

@@ -1,0 +1,67 @@
+"""The default provider: a random animal, drawn locally with Pillow."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import random
+from collections.abc import AsyncIterator
+
+from PIL import Image, ImageDraw, ImageFont
+
+from backend.providers.base import GeneratedImage, GenerationSpec
+
+ANIMALS = (
+    "bear", "cat", "dog", "fox", "owl", "panda", "rabbit", "tiger", "lion", "elephant",
+    "giraffe", "zebra", "penguin", "koala", "kangaroo", "monkey", "wolf", "deer", "horse", "turtle",
+)  # fmt: skip
+
+SIZE = 256
+
+
+class AnimalsProvider:
+    """Picks one animal per job and renders each image differently, `delay` seconds apiece."""
+
+    name = "animals"
+
+    def __init__(self, delay: float) -> None:
+        self.seconds_per_image = delay
+
+    async def generate(self, spec: GenerationSpec) -> AsyncIterator[GeneratedImage]:
+        animal = random.choice(ANIMALS)
+        for index in range(spec.num_images):
+            if self.seconds_per_image:
+                await asyncio.sleep(self.seconds_per_image)
+            data = await asyncio.to_thread(render, animal, spec.prompt, f"{spec.job_id}/{index}", index)
+            yield GeneratedImage(data, "image/png", animal)
+
+
+def render(animal: str, prompt: str | None, seed: str, index: int) -> bytes:
+    """A PNG of the animal's name on a pattern seeded by the job and image index."""
+    rng = random.Random(hashlib.sha256(seed.encode()).digest())
+    top = tuple(rng.randrange(40, 220) for _ in range(3))
+    bottom = tuple(rng.randrange(40, 220) for _ in range(3))
+    image = Image.new("RGB", (SIZE, SIZE))
+    draw = ImageDraw.Draw(image)
+    for y in range(SIZE):
+        t = y / (SIZE - 1)
+        draw.line([(0, y), (SIZE, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
+    for _ in range(12):
+        x, y, r = rng.randrange(SIZE), rng.randrange(SIZE), rng.randrange(6, 28)
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)
+    # A face: head, two ears, two eyes, a nose.
+    draw.ellipse((78, 70, 178, 170), fill=(250, 240, 225), outline=(40, 30, 20), width=3)
+    draw.ellipse((70, 56, 104, 90), fill=(250, 240, 225), outline=(40, 30, 20), width=3)
+    draw.ellipse((152, 56, 186, 90), fill=(250, 240, 225), outline=(40, 30, 20), width=3)
+    draw.ellipse((104, 104, 116, 116), fill=(20, 20, 20))
+    draw.ellipse((140, 104, 152, 116), fill=(20, 20, 20))
+    draw.ellipse((120, 128, 136, 140), fill=(60, 30, 30))
+    font = ImageFont.load_default(size=24)
+    draw.text((SIZE // 2, 200), f"{animal} #{index + 1}", fill=(255, 255, 255), font=font, anchor="mm")
+    if prompt:
+        small = ImageFont.load_default(size=12)
+        draw.text((SIZE // 2, 232), prompt[:40], fill=(255, 255, 255), font=small, anchor="mm")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,132 @@
+"""What may happen to a job: the rules between the HTTP routes and the repository."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import uuid
+from datetime import datetime
+
+from backend.config import Settings
+from backend.errors import FieldError, Problem, not_found, validation_problem
+from backend.metrics import JOBS_CANCELED, JOBS_CREATED
+from backend.models import Job, JobStatus
+from backend.providers import Provider
+from backend.repository import Cursor, JobRepository, NewJob
+from backend.schemas import GenerationCreate
+
+
+class JobService:
+    def __init__(self, repo: JobRepository, providers: dict[str, Provider], settings: Settings) -> None:
+        self.repo = repo
+        self.providers = providers
+        self.settings = settings
+
+    async def create(self, request: GenerationCreate, idempotency_key: str | None) -> tuple[Job, bool]:
+        """Accept a job; returns (job, replayed) where replayed means an idempotent repeat."""
+        errors = []
+        if request.num_images > self.settings.max_images_per_job:
+            errors.append(
+                FieldError(
+                    "numImages",
+                    f"must be at most {self.settings.max_images_per_job} (MAX_IMAGES_PER_JOB)",
+                    "less_than_equal",
+                )
+            )
+        provider = request.provider or self.settings.default_provider
+        if provider not in self.providers:
+            known = ", ".join(sorted(self.providers))
+            errors.append(FieldError("provider", f"unknown provider {provider!r}; known: {known}", "unknown"))
+        if errors:
+            raise validation_problem(errors)
+
+        request_hash = _fingerprint(request) if idempotency_key is not None else None
+        job, created = await self.repo.create(
+            NewJob(request.num_images, request.prompt, provider, idempotency_key, request_hash)
+        )
+        if created:
+            JOBS_CREATED.labels(provider).inc()
+            return job, False
+        if job.request_hash != request_hash:
+            raise Problem(
+                422,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+                "this Idempotency-Key was already used with a different request body",
+                [FieldError("Idempotency-Key", "already used with a different body", "reused")],
+            )
+        return job, True
+
+    def retry_after(self, job: Job) -> int:
+        """Seconds until polling this job is worthwhile."""
+        provider = self.providers.get(job.provider)
+        estimate = provider.seconds_per_image * job.num_images if provider else 1.0
+        return max(1, math.ceil(estimate))
+
+    async def get(self, job_id: str) -> Job:
+        parsed = _parse_uuid(job_id)
+        job = await self.repo.get(parsed) if parsed else None
+        if job is None:
+            raise not_found(f"generation job {job_id!r}")
+        return job
+
+    async def list(self, *, limit: int, status: JobStatus | None, cursor: str | None) -> tuple[list[Job], str | None]:
+        """One page, newest first, and the cursor of the next page if there is one."""
+        after = decode_cursor(cursor) if cursor else None
+        jobs = await self.repo.list(limit=limit + 1, status=status, after=after)
+        if len(jobs) <= limit:
+            return jobs, None
+        jobs = jobs[:limit]
+        return jobs, encode_cursor(Cursor(jobs[-1].created_at, jobs[-1].id))
+
+    async def cancel(self, job_id: str) -> Job:
+        parsed = _parse_uuid(job_id)
+        if parsed is None:
+            raise not_found(f"generation job {job_id!r}")
+        job = await self.repo.cancel(parsed)
+        if job is not None:
+            JOBS_CANCELED.labels(job.provider).inc()
+            return job
+        existing = await self.repo.get(parsed)
+        if existing is None:
+            raise not_found(f"generation job {job_id!r}")
+        raise Problem(
+            409,
+            "job_finished",
+            "Job already finished",
+            f"generation job {job_id} is already {existing.status} and cannot be canceled",
+        )
+
+
+def _fingerprint(request: GenerationCreate) -> str:
+    canonical = json.dumps(request.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = f"{cursor.created_at.isoformat()}|{cursor.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        created_at, job_id = raw.split("|")
+        parsed = Cursor(datetime.fromisoformat(created_at), uuid.UUID(job_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise validation_problem(
+            [FieldError("cursor", "not a cursor from a Link header of this API", "invalid")]
+        ) from None
+    if parsed.created_at.tzinfo is None:
+        raise validation_problem([FieldError("cursor", "not a cursor from a Link header of this API", "invalid")])
+    return parsed

@@ -1,0 +1,62 @@
+"""Where images live. The default keeps files under DATA_DIR and the app serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+# Keys are "<job uuid>/<index>.<ext>": nothing a client sends can name another path.
+KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/\d{1,4}\.(png|jpg|webp)$")
+
+
+def image_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
+    return f"{job_id}/{index}.{EXTENSIONS.get(content_type, 'png')}"
+
+
+class Storage(Protocol):
+    async def save(self, key: str, data: bytes) -> None: ...
+
+    async def delete_job(self, job_id: uuid.UUID) -> None: ...
+
+    def url(self, key: str, base_url: str) -> str: ...
+
+
+class LocalStorage:
+    """Files under `root`; written to a temp name and renamed, so readers never see half a file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def save(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self.root / key, data)
+
+    async def delete_job(self, job_id: uuid.UUID) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.root / str(job_id), True)
+
+    def url(self, key: str, base_url: str) -> str:
+        return f"{base_url}/images/{key}"
+
+    def path(self, key: str) -> Path | None:
+        """The file for a key a client asked for, or None if the key is not one of ours."""
+        if not KEY_PATTERN.fullmatch(key):
+            return None
+        path = self.root / key
+        return path if path.is_file() else None
+
+    @staticmethod
+    def content_type(key: str) -> str:
+        return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)

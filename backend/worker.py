@@ -1,0 +1,334 @@
+"""The job worker: a claim loop, a stop event, leases, and a heartbeat.
+
+One worker runs per process. It claims due jobs in one statement, runs up to
+WORKER_CONCURRENCY of them as tasks, renews their leases in one statement per
+heartbeat, and wakes on LISTEN/NOTIFY instead of waiting for its poll tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import asyncpg
+
+from backend.config import Settings
+from backend.metrics import (
+    CLAIM_LATENCY,
+    JOB_DURATION,
+    JOBS_COMPLETED,
+    JOBS_FAILED,
+    JOBS_IN_FLIGHT,
+    JOBS_RECLAIMED,
+    JOBS_RETRIED,
+)
+from backend.models import Job
+from backend.providers import (
+    GenerationSpec,
+    PermanentProviderError,
+    Provider,
+    ProviderError,
+    TransientProviderError,
+)
+from backend.repository import CANCEL_CHANNEL, NEW_JOB_CHANNEL, JobRepository
+from backend.storage import Storage, image_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What ends a running job from outside; the task's cleanup depends on which.
+CANCELED, LEASE_LOST, SHUTDOWN = "canceled", "lease_lost", "shutdown"
+
+
+def database_down(exc: BaseException) -> bool:
+    """Errors that mean "PostgreSQL is unreachable right now", as opposed to a bug."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, (OSError, PoolTimeout, InterfaceError, OperationalError, asyncpg.PostgresConnectionError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc.orig, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+        ) or "CannotConnectNow" in type(exc.orig).__name__
+    return isinstance(exc, (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError))
+
+
+@dataclass
+class Running:
+    job: Job
+    token: uuid.UUID
+    task: asyncio.Task[None] = field(init=False)
+    stop_reason: str | None = None
+    finishing: bool = False
+
+
+class Worker:
+    def __init__(
+        self,
+        repo: JobRepository,
+        providers: dict[str, Provider],
+        storage: Storage,
+        settings: Settings,
+    ) -> None:
+        self.repo = repo
+        self.providers = providers
+        self.storage = storage
+        self.settings = settings
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.running: dict[uuid.UUID, Running] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.listening = False
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="worker-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
+            asyncio.create_task(self._listen_loop(), name="worker-listen"),
+            asyncio.create_task(self._reap_loop(), name="worker-reap"),
+        ]
+        log.info("worker %s started (concurrency %d)", self.id, self.settings.worker_concurrency)
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish within the grace period, hand back the rest."""
+        self._stopping.set()
+        self._wake.set()
+        claim_loop, *helpers = self._tasks
+        await asyncio.gather(claim_loop, return_exceptions=True)
+        tasks = [r.task for r in self.running.values()]
+        if tasks:
+            log.info("waiting up to %.1fs for %d running job(s)", self.settings.shutdown_grace_seconds, len(tasks))
+            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
+        for job_id in list(self.running):
+            self._interrupt(job_id, SHUTDOWN)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        log.info("worker %s stopped", self.id)
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = self.settings.worker_concurrency - len(self.running)
+            want = min(free, self.settings.worker_claim_batch)
+            if want > 0:
+                try:
+                    jobs = await self.repo.claim(
+                        limit=want, lease_seconds=self.settings.lease_seconds, worker_id=self.id
+                    )
+                    failures = 0
+                except Exception as exc:
+                    if not database_down(exc):
+                        raise
+                    failures += 1
+                    await self._pause(_backoff(failures, 0.1, 5.0), "claim", exc)
+                    continue
+                for job in jobs:
+                    self._start_job(job)
+                if len(jobs) == want:
+                    continue  # there may be more due work; claim again at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.worker_poll_interval)
+
+    def _start_job(self, job: Job) -> None:
+        assert job.lease_token is not None and job.started_at is not None
+        CLAIM_LATENCY.observe(max(0.0, (job.started_at - job.run_after).total_seconds()))
+        running = Running(job, job.lease_token)
+        running.task = asyncio.create_task(self._run_job(running), name=f"job-{job.id}")
+        self.running[job.id] = running
+        JOBS_IN_FLIGHT.set(len(self.running))
+
+    async def _run_job(self, running: Running) -> None:
+        job, token = running.job, running.token
+        started = time.monotonic()
+        outcome = "failed"
+        error: ProviderError | None = None
+        keys: list[str] = []
+        animal: str | None = None
+        try:
+            try:
+                async with asyncio.timeout(self.settings.job_timeout):
+                    animal = await self._generate(job, keys)
+            except asyncio.CancelledError:
+                outcome = running.stop_reason or SHUTDOWN
+                await self._discard(job, keys)
+                if outcome == SHUTDOWN:
+                    await self._write(lambda: self.repo.release(job.id, token))
+                    log.info("job %s handed back to the queue", job.id, extra=_extra(job))
+                raise
+            except TimeoutError:
+                error = TransientProviderError(
+                    "provider_timeout", f"the attempt took longer than JOB_TIMEOUT ({self.settings.job_timeout:g}s)"
+                )
+            except ProviderError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("job %s crashed", job.id, extra=_extra(job))
+                # Internal details stay in the log; the client gets the code.
+                error = PermanentProviderError("internal_error", f"internal error ({type(exc).__name__})")
+
+            # From here on the fenced write decides the outcome; a cancel must not cut it short.
+            running.finishing = True
+            if error is not None:
+                await self._discard(job, keys)
+                await self._failed(running, error)
+            elif await self._write(lambda: self.repo.complete(job.id, token, keys, animal)):
+                outcome = "completed"
+                JOBS_COMPLETED.labels(job.provider).inc()
+                log.info("job %s completed (%d images)", job.id, len(keys), extra=_extra(job))
+            else:
+                outcome = LEASE_LOST
+                await self._discard(job, keys)
+        finally:
+            JOB_DURATION.labels(job.provider, outcome).observe(time.monotonic() - started)
+            self.running.pop(job.id, None)
+            JOBS_IN_FLIGHT.set(len(self.running))
+            self._wake.set()
+
+    async def _generate(self, job: Job, keys: list[str]) -> str | None:
+        """Run the provider, storing each image as it arrives; returns the animal, if any."""
+        provider = self.providers.get(job.provider)
+        if provider is None:
+            raise PermanentProviderError("unknown_provider", f"provider {job.provider!r} is not enabled here")
+        animal: str | None = None
+        spec = GenerationSpec(job.id, job.num_images, job.prompt, job.attempts)
+        async for image in provider.generate(spec):
+            key = image_key(job.id, len(keys), image.content_type)
+            keys.append(key)  # before the write, so a cancel mid-write still cleans it up
+            await self.storage.save(key, image.data)
+            animal = image.animal or animal
+        return animal
+
+    async def _failed(self, running: Running, error: ProviderError) -> None:
+        job, token = running.job, running.token
+        transient, extra = error.transient, _extra(job)
+        if transient and job.attempts < self.settings.max_attempts:
+            delay = _backoff(job.attempts, self.settings.retry_base_delay, self.settings.retry_max_delay)
+            if await self._write(lambda: self.repo.retry_later(job.id, token, delay, error.code, error.message)):
+                JOBS_RETRIED.labels(job.provider, error.code).inc()
+                log.warning("job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, error.code, delay, extra=extra)
+            return
+        message = error.message
+        if transient:
+            message = f"{message} (gave up after {job.attempts} attempts)"
+        if await self._write(lambda: self.repo.fail(job.id, token, error.code, message)):
+            JOBS_FAILED.labels(job.provider, error.code).inc()
+            log.warning("job %s failed: %s: %s", job.id, error.code, message, extra=extra)
+
+    async def _discard(self, job: Job, keys: list[str]) -> None:
+        if keys:
+            await self.storage.delete_job(job.id)
+
+    async def _write(self, write: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a fenced write, retrying through a database outage for as long as a lease lasts."""
+        deadline = time.monotonic() + self.settings.lease_seconds
+        attempt = 0
+        while True:
+            try:
+                return await write()
+            except Exception as exc:
+                attempt += 1
+                if not database_down(exc) or time.monotonic() > deadline:
+                    # The lease will expire and another worker will run the job again.
+                    log.error("could not record a job's outcome: %s", exc)
+                    return None
+                await asyncio.sleep(_backoff(attempt, 0.05, 2.0))
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            leases = {job_id: r.token for job_id, r in self.running.items()}
+            try:
+                owned = await self.repo.renew(leases, self.settings.lease_seconds)
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for job_id in leases.keys() - owned:
+                self._interrupt(job_id, LEASE_LOST)
+
+    async def _reap_loop(self) -> None:
+        while True:
+            try:
+                reclaimed = await self.repo.reap_expired(self.settings.max_attempts)
+                if reclaimed:
+                    JOBS_RECLAIMED.inc(reclaimed)
+                    log.warning("reclaimed %d job(s) whose lease expired", reclaimed)
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+            await asyncio.sleep(self.settings.worker_poll_interval)
+
+    async def _listen_loop(self) -> None:
+        """Keep one LISTEN connection open, reconnecting after an outage."""
+        failures = 0
+        while True:
+            try:
+                connection = await asyncpg.connect(self.settings.asyncpg_dsn, timeout=5)
+            except Exception as exc:
+                failures += 1
+                await self._pause(_backoff(failures, 0.1, 5.0), "listen", exc)
+                continue
+            closed = asyncio.Event()
+            try:
+                connection.add_termination_listener(lambda _: closed.set())
+                await connection.add_listener(NEW_JOB_CHANNEL, self._on_notify)
+                await connection.add_listener(CANCEL_CHANNEL, self._on_notify)
+                self.listening, failures = True, 0
+                self._wake.set()  # notifications sent while we were away are lost: look now
+                await closed.wait()
+            except Exception as exc:
+                if not database_down(exc):
+                    raise
+            finally:
+                self.listening = False
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), 2)
+
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        if channel == CANCEL_CHANNEL:
+            with contextlib.suppress(ValueError):
+                self._interrupt(uuid.UUID(payload), CANCELED)
+        else:
+            self._wake.set()
+
+    def _interrupt(self, job_id: uuid.UUID, reason: str) -> None:
+        running = self.running.get(job_id)
+        if running is not None and running.stop_reason is None and not running.finishing:
+            log.info("stopping job %s: %s", job_id, reason, extra={"job_id": str(job_id)})
+            running.stop_reason = reason
+            running.task.cancel()
+
+    async def _pause(self, seconds: float, what: str, exc: BaseException) -> None:
+        log.warning("database unavailable (%s): %s; retrying in %.2fs", what, exc, seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _extra(job: Job) -> dict[str, str]:
+    return {"job_id": str(job.id)}
+
+
+def _backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter (the AWS architecture blog's variant)."""
+    return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
+

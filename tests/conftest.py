@@ -1,0 +1,136 @@
+"""Fixtures: one real PostgreSQL per session (TEST_DATABASE_URL, or an embedded one).
+
+Migrations run once per session; every test starts from an empty jobs table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from backend.app import create_app
+from backend.config import Settings
+from backend.db import create_sessionmaker, migrate_async
+from backend.embedded_pg import EmbeddedPostgres, free_port
+from backend.repository import JobRepository
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A postgresql:// URL for this session's database."""
+    external = os.environ.get("TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", free_port())
+    pg.start()
+    yield pg.url
+    pg.stop()
+
+
+def asyncpg_url(url: str) -> str:
+    return "postgresql+asyncpg" + url[url.index("://") :]
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(asyncpg_url(database_url))
+    async with engine.begin() as connection:
+        # Start from nothing but our own objects, even on a shared test database.
+        await connection.execute(text("DROP TABLE IF EXISTS generation_jobs, alembic_version CASCADE"))
+        await connection.execute(text("DROP FUNCTION IF EXISTS generation_jobs_notify_new() CASCADE"))
+        await migrate_async(connection)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def clean_tables(request: pytest.FixtureRequest) -> None:
+    if "engine" not in request.fixturenames:
+        return
+    engine: AsyncEngine = request.getfixturevalue("engine")
+    async with engine.begin() as connection:
+        await connection.execute(text("TRUNCATE generation_jobs"))
+
+
+@pytest.fixture
+def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "data_dir": tmp_path / "data",
+            "image_provider_delay": 0.0,
+            "worker_poll_interval": 0.2,
+            "lease_seconds": 5.0,
+            "retry_base_delay": 0.05,
+            "retry_max_delay": 0.2,
+            "shutdown_grace_seconds": 2.0,
+            "providers": "animals,noop",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def repo(engine: AsyncEngine) -> JobRepository:
+    return JobRepository(create_sessionmaker(engine))
+
+
+AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def make_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AppFactory]:
+    """Build an app with its own settings, run its lifespan, and talk to it in-process."""
+    managers: list[LifespanManager] = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(**overrides: Any) -> httpx.AsyncClient:
+        app = create_app(make_settings(**overrides))
+        manager = LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
+        await manager.__aenter__()
+        managers.append(manager)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver")
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+    for manager in reversed(managers):
+        await manager.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(engine: AsyncEngine, make_client: AppFactory) -> httpx.AsyncClient:
+    return await make_client()
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient, job_id: str, statuses: set[str], timeout: float = 10.0
+) -> dict[str, Any]:
+    """Poll a job until its status is one of `statuses`, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(f"/generations/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] in statuses:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+        await asyncio.sleep(0.02)
