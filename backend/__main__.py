@@ -9,6 +9,7 @@ import uvicorn
 
 from backend.config import Settings, SettingsError, load_settings
 from backend.logs import configure_logging
+from backend.providers import build_providers
 
 log = logging.getLogger("backend")
 
@@ -16,6 +17,7 @@ log = logging.getLogger("backend")
 def main() -> int:
     try:
         settings = load_settings()
+        build_providers(settings)  # fail now, with the setting's name, not after the database started
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

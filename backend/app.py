@@ -18,7 +18,7 @@ from backend.api import ops, router
 from backend.config import Settings, load_settings
 from backend.db import create_engine, create_sessionmaker, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
-from backend.providers import build_providers
+from backend.providers import Provider, build_providers
 from backend.repository import JobRepository
 from backend.service import JobService
 from backend.storage import LocalStorage
@@ -29,20 +29,21 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, providers: dict[str, Provider] | None = None) -> FastAPI:
+    """The app; `providers` replaces the ones settings would build (tests use fakes this way)."""
     settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         repo = JobRepository(create_sessionmaker(engine))
-        providers = build_providers(settings)
+        enabled = providers if providers is not None else build_providers(settings)
         storage = LocalStorage(settings.data_dir / "images")
-        worker = Worker(repo, providers, storage, settings) if settings.worker_enabled else None
+        worker = Worker(repo, enabled, storage, settings) if settings.worker_enabled else None
         app.state.settings = settings
         app.state.engine = engine
         app.state.storage = storage
-        app.state.service = JobService(repo, providers, settings)
+        app.state.service = JobService(repo, enabled, settings)
         app.state.worker = worker
         app.state.head_revision = head_revision()
         if worker is not None:

@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-
-KNOWN_PROVIDERS = ("animals", "noop")
 
 
 class Settings(BaseSettings):
@@ -42,7 +39,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=3600)
     job_retention_seconds: float | None = Field(None, gt=0)
 
-    providers: str = Field("animals", description="Comma-separated provider names to enable.")
+    providers: str = Field("animals", description="Comma-separated built-in providers to enable.")
+    provider_plugins: str = Field("", description="Comma-separated module:factory entries; factory(settings) -> Provider.")
     default_provider: str = "animals"
     image_provider_delay: float = Field(1.0, ge=0, le=600)
     max_images_per_job: int = Field(10, ge=1, le=1000)
@@ -64,26 +62,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("providers")
-    @classmethod
-    def _check_providers(cls, value: str) -> str:
-        names = [name.strip() for name in value.split(",") if name.strip()]
-        unknown = sorted(set(names) - set(KNOWN_PROVIDERS))
-        if not names or unknown:
-            raise ValueError(f"unknown provider(s) {unknown}; known: {', '.join(KNOWN_PROVIDERS)}")
-        return ",".join(names)
-
-    @model_validator(mode="after")
-    def _check_default_provider(self) -> Settings:
-        if self.default_provider not in self.provider_names:
-            raise ValueError(
-                f"DEFAULT_PROVIDER {self.default_provider!r} is not among PROVIDERS ({self.providers})"
-            )
-        return self
-
     @property
     def provider_names(self) -> list[str]:
-        return self.providers.split(",")
+        return [name.strip() for name in self.providers.split(",") if name.strip()]
+
+    @property
+    def plugin_entries(self) -> list[str]:
+        return [entry.strip() for entry in self.provider_plugins.split(",") if entry.strip()]
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -121,6 +106,6 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "DEFAULT_PROVIDER"
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
             problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -22,6 +24,7 @@ from backend.app import create_app
 from backend.config import Settings
 from backend.db import create_sessionmaker, migrate_async
 from backend.embedded_pg import EmbeddedPostgres, free_port
+from backend.providers import Provider
 from backend.repository import JobRepository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +94,8 @@ def repo(engine: AsyncEngine) -> JobRepository:
 
 
 AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+# The app behind each test client, for tests that reach into its state (the worker).
+APPS: weakref.WeakKeyDictionary[httpx.AsyncClient, FastAPI] = weakref.WeakKeyDictionary()
 
 
 @pytest.fixture
@@ -99,13 +104,14 @@ async def make_client(make_settings: Callable[..., Settings]) -> AsyncIterator[A
     managers: list[LifespanManager] = []
     clients: list[httpx.AsyncClient] = []
 
-    async def make(**overrides: Any) -> httpx.AsyncClient:
-        app = create_app(make_settings(**overrides))
+    async def make(providers: dict[str, Provider] | None = None, **overrides: Any) -> httpx.AsyncClient:
+        app = create_app(make_settings(**overrides), providers)
         manager = LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
         await manager.__aenter__()
         managers.append(manager)
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver")
         clients.append(client)
+        APPS[client] = app
         return client
 
     yield make

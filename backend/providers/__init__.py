@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from backend.config import Settings
+import importlib
+from collections.abc import Callable
+
+from backend.config import Settings, SettingsError
 from backend.providers.animals import AnimalsProvider
 from backend.providers.base import (
     GeneratedImage,
@@ -24,11 +27,28 @@ __all__ = [
     "build_providers",
 ]
 
+BUILT_IN: dict[str, Callable[[Settings], Provider]] = {
+    "animals": lambda settings: AnimalsProvider(settings.image_provider_delay),
+    "noop": lambda settings: NoopProvider(),
+}
+
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    """The providers named in PROVIDERS, built from settings."""
-    available: dict[str, Provider] = {
-        "animals": AnimalsProvider(settings.image_provider_delay),
-        "noop": NoopProvider(),
-    }
-    return {name: available[name] for name in settings.provider_names}
+    """The providers named in PROVIDERS plus those of PROVIDER_PLUGINS; raises SettingsError."""
+    unknown = [name for name in settings.provider_names if name not in BUILT_IN]
+    if unknown or not settings.provider_names:
+        raise SettingsError(f"invalid setting PROVIDERS: unknown {unknown}; built-in: {', '.join(BUILT_IN)}")
+    providers = {name: BUILT_IN[name](settings) for name in settings.provider_names}
+    for entry in settings.plugin_entries:
+        module_name, _, attr = entry.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise SettingsError(f"invalid setting PROVIDER_PLUGINS: cannot load {entry!r} ({exc})") from None
+        provider: Provider = factory(settings)
+        providers[provider.name] = provider
+    if settings.default_provider not in providers:
+        raise SettingsError(
+            f"invalid setting DEFAULT_PROVIDER: {settings.default_provider!r} is not enabled ({', '.join(providers)})"
+        )
+    return providers
