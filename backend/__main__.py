@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -54,7 +58,7 @@ def serve(settings: Settings) -> int:
     if settings.run_migrations:
         migrate(settings.sqlalchemy_url)
         log.info("database schema is at head")
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -63,7 +67,25 @@ def serve(settings: Settings) -> int:
         http="httptools",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
-    return 0
+    server = Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+class Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after draining; a service that drained cleanly exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
 
 
 def start_debugger(settings: Settings) -> None:

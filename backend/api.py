@@ -14,7 +14,8 @@ from backend.models import Job, JobStatus
 from backend.schemas import GenerationCreate, Health, JobError, JobOut
 from backend.service import JobService
 from backend.storage import LocalStorage, Storage
-from backend.worker import Worker, database_down
+from backend.db import database_down
+from backend.worker import Worker
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
     code: {"description": description, "content": {PROBLEM_JSON: {}}}

@@ -22,7 +22,8 @@ from backend.providers import Provider, build_providers
 from backend.repository import JobRepository
 from backend.service import JobService
 from backend.storage import LocalStorage
-from backend.worker import Worker, database_down
+from backend.db import database_down
+from backend.worker import Worker
 
 log = logging.getLogger(__name__)
 

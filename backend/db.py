@@ -7,7 +7,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -67,3 +71,27 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as connection:
         result = await connection.execute(text("SELECT version_num FROM alembic_version"))
         return result.scalar_one_or_none()
+
+
+# SQLSTATE classes that mean "the server is not there right now": connection
+# exceptions (08) and operator intervention such as shutdown or start-up (57P).
+_DOWN_SQLSTATES = ("08", "57P")
+_DOWN_TYPES = (OSError, PoolTimeout, SAInterfaceError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError)
+
+
+def database_down(exc: BaseException) -> bool:
+    """True when `exc` means PostgreSQL is unreachable, as opposed to a bug or bad data."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _DOWN_TYPES):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_DOWN_SQLSTATES):
+            return True
+        following = current.orig if isinstance(current, DBAPIError) else None
+        current = following or current.__cause__ or current.__context__
+    return False

@@ -22,6 +22,7 @@ from typing import TypeVar
 import asyncpg
 
 from backend.config import Settings
+from backend.db import database_down
 from backend.metrics import (
     CLAIM_LATENCY,
     JOB_DURATION,
@@ -47,20 +48,6 @@ T = TypeVar("T")
 
 # What ends a running job from outside; the task's cleanup depends on which.
 CANCELED, LEASE_LOST, SHUTDOWN = "canceled", "lease_lost", "shutdown"
-
-
-def database_down(exc: BaseException) -> bool:
-    """Errors that mean "PostgreSQL is unreachable right now", as opposed to a bug."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    if isinstance(exc, (OSError, PoolTimeout, InterfaceError, OperationalError, asyncpg.PostgresConnectionError)):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc.orig, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-        ) or "CannotConnectNow" in type(exc.orig).__name__
-    return isinstance(exc, (asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError))
 
 
 @dataclass
