@@ -25,6 +25,11 @@ format: $(VENV)/.installed-dev
 migrate: $(VENV)/.installed-run
 	$(BIN)/alembic upgrade head
 
+# pgAdmin 4 from PyPI in its own .venv-pgadmin, on 127.0.0.1:5050, with the running
+# service's database registered (DATABASE_URL, or the embedded one under data/).
+pgadmin:
+	$(PYTHON) pgadmin/run_local.py $(PGADMIN_ARGS)
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench $(if $(FULL),--full,)
 

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from backend.db import database_down
 from backend.errors import PROBLEM_JSON, Problem, not_found
 from backend.metrics import QUEUE_DEPTH
 from backend.models import Job, JobStatus
 from backend.schemas import GenerationCreate, Health, JobError, JobOut
 from backend.service import JobService
 from backend.storage import LocalStorage, Storage
-from backend.db import database_down
 from backend.worker import Worker
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {

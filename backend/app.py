@@ -9,20 +9,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api import ops, router
 from backend.config import Settings, load_settings
-from backend.db import create_engine, create_sessionmaker, head_revision
+from backend.db import create_engine, create_sessionmaker, database_down, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
 from backend.providers import Provider, build_providers
 from backend.repository import JobRepository
 from backend.service import JobService
 from backend.storage import LocalStorage
-from backend.db import database_down
 from backend.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,12 @@ MAX_BODY_BYTES = 64 * 1024
 def create_app(settings: Settings | None = None, providers: dict[str, Provider] | None = None) -> FastAPI:
     """The app; `providers` replaces the ones settings would build (tests use fakes this way)."""
     settings = settings or load_settings()
+    enabled = providers if providers is not None else build_providers(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         repo = JobRepository(create_sessionmaker(engine))
-        enabled = providers if providers is not None else build_providers(settings)
         storage = LocalStorage(settings.data_dir / "images")
         worker = Worker(repo, enabled, storage, settings) if settings.worker_enabled else None
         app.state.settings = settings
@@ -67,7 +69,23 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     app.include_router(ops)
     app.add_middleware(JsonBodyMiddleware)
     _install_error_handlers(app)
+    _document_limits(app, settings, sorted(enabled))
     return app
+
+
+def _document_limits(app: FastAPI, settings: Settings, provider_names: list[str]) -> None:
+    """Publish the limits that come from settings in the OpenAPI schema, so clients can see them."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            properties = schema["components"]["schemas"]["GenerationCreate"]["properties"]
+            properties["numImages"]["maximum"] = settings.max_images_per_job
+            properties["provider"]["anyOf"][0]["enum"] = provider_names
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def problem_response(problem: Problem) -> JSONResponse:
@@ -83,13 +101,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return problem_response(validation_problem([_field_error(e) for e in exc.errors()]))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it could not decode at all (e.g. invalid UTF-8).
+            return problem_response(validation_problem([FieldError("body", "not valid UTF-8 JSON", "json_invalid")]))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         detail = exc.detail if isinstance(exc.detail, str) else title
-        problem = Problem(exc.status_code, code, title, detail, headers=dict(exc.headers or {}))
-        return problem_response(problem)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; list them all.
+            allowed = _allowed_methods(app, request.scope)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        return problem_response(Problem(exc.status_code, code, title, detail, headers=headers))
 
     async def on_database(_: Request, exc: Exception) -> JSONResponse:
         if database_down(exc):
@@ -105,11 +131,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_class, on_database)
 
 
+def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods)
+
+
 def _field_error(error: Any) -> FieldError:
     loc = [str(part) for part in error.get("loc", ())]
     where, path = (loc[0], loc[1:]) if loc else ("body", [])
     if error.get("type") == "json_invalid":
-        return FieldError("body", f"not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})", "json_invalid")
+        return FieldError(
+            "body", f"not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})", "json_invalid"
+        )
     if where == "body" and not path:
         message = "a JSON object body is required" if error.get("type") == "missing" else error.get("msg", "")
         return FieldError("body", message, str(error.get("type", "invalid")))

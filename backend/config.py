@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     job_retention_seconds: float | None = Field(None, gt=0)
 
     providers: str = Field("animals", description="Comma-separated built-in providers to enable.")
-    provider_plugins: str = Field("", description="Comma-separated module:factory entries; factory(settings) -> Provider.")
+    provider_plugins: str = Field(
+        "", description="Comma-separated module:factory entries; factory(settings) -> Provider."
+    )
     default_provider: str = "animals"
     image_provider_delay: float = Field(1.0, ge=0, le=600)
     max_images_per_job: int = Field(10, ge=1, le=1000)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -76,7 +76,13 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 # SQLSTATE classes that mean "the server is not there right now": connection
 # exceptions (08) and operator intervention such as shutdown or start-up (57P).
 _DOWN_SQLSTATES = ("08", "57P")
-_DOWN_TYPES = (OSError, PoolTimeout, SAInterfaceError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError)
+_DOWN_TYPES = (
+    OSError,
+    PoolTimeout,
+    SAInterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+)
 
 
 def database_down(exc: BaseException) -> bool:

@@ -24,10 +24,16 @@ import psutil
 
 log = logging.getLogger(__name__)
 
+
 # The wheel's binaries, found without importing pgserver (whose import has side effects).
-_spec = importlib.util.find_spec("pgserver")
-assert _spec is not None and _spec.submodule_search_locations, "the pgserver wheel is not installed"
-POSTGRES_BIN_PATH = Path(next(iter(_spec.submodule_search_locations))) / "pginstall" / "bin"
+def _bin_path() -> Path:
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the pgserver wheel (which ships PostgreSQL's binaries) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+POSTGRES_BIN_PATH = _bin_path()
 
 # PostgreSQL refuses to run as root; when we are root it runs as this user.
 SERVICE_USER = "pgembedded"
@@ -163,9 +169,7 @@ class EmbeddedPostgres:
             if not _is_postgres(pid):
                 return  # stale file; postgres itself will remove it
             if time.monotonic() > deadline:
-                raise EmbeddedPostgresError(
-                    f"another PostgreSQL (pid {pid}) is still running on {self.pgdata}"
-                )
+                raise EmbeddedPostgresError(f"another PostgreSQL (pid {pid}) is still running on {self.pgdata}")
             time.sleep(0.05)
 
     def _wait_ready(self, timeout: float, log_path: Path) -> None:
@@ -207,7 +211,7 @@ def _make_traversable(path: Path) -> None:
 
 def _is_postgres(pid: int) -> bool:
     try:
-        return psutil.Process(pid).name() == "postgres"
+        return bool(psutil.Process(pid).name() == "postgres")
     except psutil.Error:
         return False
 
@@ -223,9 +227,7 @@ def _accepts_connections(port: int) -> bool:
 
 
 def _version() -> str:
-    out = subprocess.run(
-        [str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True
-    )
+    out = subprocess.run([str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True)
     return out.stdout.strip().rsplit(" ", 1)[-1]
 
 
@@ -235,5 +237,3 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, literal_column, select, text, tuple_, update
+from sqlalchemy import ColumnElement, func, literal_column, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,7 +45,7 @@ def _seconds(value: float) -> object:
     return func.make_interval(0, 0, 0, 0, 0, 0, value)
 
 
-def _fenced(job_id: uuid.UUID, token: uuid.UUID) -> tuple[object, ...]:
+def _fenced(job_id: uuid.UUID, token: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
     return (Job.id == job_id, Job.lease_token == token, Job.status == _P)
 
 
@@ -63,14 +63,14 @@ class JobRepository:
             "request_hash": new.request_hash,
         }
         async with self.sessions.begin() as session:
-            stmt = insert(Job).values(values).returning(Job)
+            stmt = insert(Job).values(values)
             if new.idempotency_key is not None:
                 # Concurrent twins block on the unique index until the first commits.
                 stmt = stmt.on_conflict_do_nothing(
                     index_elements=[Job.idempotency_key],
                     index_where=Job.idempotency_key.is_not(None),
                 )
-            job = (await session.scalars(stmt)).one_or_none()
+            job = (await session.scalars(stmt.returning(Job))).one_or_none()
             if job is not None:
                 return job, True
             existing = await session.scalars(select(Job).where(Job.idempotency_key == new.idempotency_key))
@@ -80,7 +80,7 @@ class JobRepository:
         async with self.sessions() as session:
             return await session.get(Job, job_id)
 
-    async def list(self, *, limit: int, status: JobStatus | None, after: Cursor | None) -> list[Job]:
+    async def page(self, *, limit: int, status: JobStatus | None, after: Cursor | None) -> list[Job]:
         stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         if status is not None:
             stmt = stmt.where(Job.status == status.value)
@@ -132,9 +132,7 @@ class JobRepository:
         async with self.sessions.begin() as session:
             return set((await session.scalars(stmt, params)).all())
 
-    async def complete(
-        self, job_id: uuid.UUID, token: uuid.UUID, image_keys: list[str], animal: str | None
-    ) -> bool:
+    async def complete(self, job_id: uuid.UUID, token: uuid.UUID, image_keys: list[str], animal: str | None) -> bool:
         return await self._finish(
             job_id,
             token,
@@ -146,9 +144,7 @@ class JobRepository:
         )
 
     async def fail(self, job_id: uuid.UUID, token: uuid.UUID, code: str, message: str) -> bool:
-        return await self._finish(
-            job_id, token, status=JobStatus.FAILED.value, error_code=code, error_message=message
-        )
+        return await self._finish(job_id, token, status=JobStatus.FAILED.value, error_code=code, error_message=message)
 
     async def _finish(self, job_id: uuid.UUID, token: uuid.UUID, **values: object) -> bool:
         stmt = (
@@ -166,9 +162,7 @@ class JobRepository:
         async with self.sessions.begin() as session:
             return (await session.execute(stmt)).first() is not None
 
-    async def retry_later(
-        self, job_id: uuid.UUID, token: uuid.UUID, delay: float, code: str, message: str
-    ) -> bool:
+    async def retry_later(self, job_id: uuid.UUID, token: uuid.UUID, delay: float, code: str, message: str) -> bool:
         """Put a job that failed transiently back in the queue, due after `delay` seconds."""
         stmt = (
             update(Job)

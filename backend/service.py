@@ -76,7 +76,7 @@ class JobService:
     async def list(self, *, limit: int, status: JobStatus | None, cursor: str | None) -> tuple[list[Job], str | None]:
         """One page, newest first, and the cursor of the next page if there is one."""
         after = decode_cursor(cursor) if cursor else None
-        jobs = await self.repo.list(limit=limit + 1, status=status, after=after)
+        jobs = await self.repo.page(limit=limit + 1, status=status, after=after)
         if len(jobs) <= limit:
             return jobs, None
         jobs = jobs[:limit]

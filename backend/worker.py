@@ -135,7 +135,8 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.settings.worker_poll_interval)
 
     def _start_job(self, job: Job) -> None:
-        assert job.lease_token is not None and job.started_at is not None
+        assert job.lease_token is not None
+        assert job.started_at is not None
         CLAIM_LATENCY.observe(max(0.0, (job.started_at - job.run_after).total_seconds()))
         running = Running(job, job.lease_token)
         running.task = asyncio.create_task(self._run_job(running), name=f"job-{job.id}")
@@ -210,7 +211,14 @@ class Worker:
             delay = _backoff(job.attempts, self.settings.retry_base_delay, self.settings.retry_max_delay)
             if await self._write(lambda: self.repo.retry_later(job.id, token, delay, error.code, error.message)):
                 JOBS_RETRIED.labels(job.provider, error.code).inc()
-                log.warning("job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, error.code, delay, extra=extra)
+                log.warning(
+                    "job %s attempt %d failed (%s); retry in %.1fs",
+                    job.id,
+                    job.attempts,
+                    error.code,
+                    delay,
+                    extra=extra,
+                )
             return
         message = error.message
         if transient:
@@ -277,7 +285,7 @@ class Worker:
                 continue
             closed = asyncio.Event()
             try:
-                connection.add_termination_listener(lambda _: closed.set())
+                connection.add_termination_listener(lambda _, closed=closed: closed.set())
                 await connection.add_listener(NEW_JOB_CHANNEL, self._on_notify)
                 await connection.add_listener(CANCEL_CHANNEL, self._on_notify)
                 self.listening, failures = True, 0
@@ -318,4 +326,3 @@ def _extra(job: Job) -> dict[str, str]:
 def _backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with full jitter (the AWS architecture blog's variant)."""
     return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
-

@@ -130,6 +130,7 @@ async def test_missing_and_malformed_bodies_are_422(client: httpx.AsyncClient) -
     assert_problem(await client.post("/generations"), 422, "body")
     assert_problem(await client.post("/generations", content=b"{not json", headers=JSON), 422, "body")
     assert_problem(await client.post("/generations", content=b"\xff\xfe", headers=JSON), 422, "body")
+    assert_problem(await client.post("/generations", content=b"\xb1\xe7\x11/", headers=JSON), 422, "body")
 
 
 async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
@@ -150,7 +151,13 @@ async def test_body_over_64_kib_is_413_before_parsing(client: httpx.AsyncClient)
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("limit=0", "limit"), ("limit=201", "limit"), ("limit=abc", "limit"), ("status=done", "status"), ("cursor=zz", "cursor")],
+    [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=abc", "limit"),
+        ("status=done", "status"),
+        ("cursor=zz", "cursor"),
+    ],
 )
 async def test_invalid_list_queries_are_422(client: httpx.AsyncClient, query: str, field: str) -> None:
     assert_problem(await client.get(f"/generations?{query}"), 422, field)

@@ -92,12 +92,14 @@ def load_jsonc(path: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def services() -> dict[str, Service]:
-    return load_yaml(COMPOSE)["services"]
+    result: dict[str, Service] = load_yaml(COMPOSE)["services"]
+    return result
 
 
 @pytest.fixture(scope="module")
 def debug_backend() -> Service:
-    return load_yaml(DEBUG_COMPOSE)["services"]["backend"]
+    result: Service = load_yaml(DEBUG_COMPOSE)["services"]["backend"]
+    return result
 
 
 def test_services_and_files_exist(services: dict[str, Service]) -> None:

@@ -43,7 +43,8 @@ def load(pgadmin: tuple[Path, Path], data_dir: Path, servers_file: Path) -> list
     config_dir = run_local.write_config(data_dir)
     output = run_local.load_servers(python, pkg, config_dir, servers_file)
     assert "Added 1 Server Group(s) and 1 Server(s)" in output
-    return run_local.registered_servers(data_dir / "pgadmin4.db")
+    servers: list[dict[str, object]] = run_local.registered_servers(data_dir / "pgadmin4.db")
+    return servers
 
 
 @pytest.mark.slow

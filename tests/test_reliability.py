@@ -45,7 +45,12 @@ def poll(condition: object, timeout: float, message: str) -> None:
 
 
 def test_sigkill_mid_job_then_restart_completes_every_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    env = {"LEASE_SECONDS": "3", "WORKER_POLL_INTERVAL": "0.2", "IMAGE_PROVIDER_DELAY": "0.3", "WORKER_CONCURRENCY": "4"}
+    env = {
+        "LEASE_SECONDS": "3",
+        "WORKER_POLL_INTERVAL": "0.2",
+        "IMAGE_PROVIDER_DELAY": "0.3",
+        "WORKER_CONCURRENCY": "4",
+    }
     first = start_service(tmp_path / "svc", env)
     second: Service | None = None
     try:
@@ -126,7 +131,10 @@ async def test_three_processes_complete_2000_jobs_exactly_once(
         started = time.monotonic()
         async with engine.begin() as connection:
             await connection.execute(
-                text("INSERT INTO generation_jobs (num_images, provider) SELECT 1, 'recording' FROM generate_series(1, 2000)")
+                text(
+                    "INSERT INTO generation_jobs (num_images, provider)"
+                    " SELECT 1, 'recording' FROM generate_series(1, 2000)"
+                )
             )
         deadline = time.monotonic() + 120
         while True:
@@ -141,7 +149,9 @@ async def test_three_processes_complete_2000_jobs_exactly_once(
         elapsed = time.monotonic() - started
         async with engine.connect() as connection:
             audit = (await connection.execute(text("SELECT job_id FROM completion_audit"))).scalars().all()
-            statuses = dict((await connection.execute(text("SELECT status, count(*) FROM generation_jobs GROUP BY 1"))).all())
+            statuses = dict(
+                (await connection.execute(text("SELECT status, count(*) FROM generation_jobs GROUP BY 1"))).all()
+            )
             attempts = (await connection.execute(text("SELECT max(attempts) FROM generation_jobs"))).scalar_one()
     finally:
         for service in services:

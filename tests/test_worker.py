@@ -208,7 +208,7 @@ async def test_worker_that_lost_its_lease_cannot_overwrite(
 
     folder = tmp_path / "data" / "images" / job["jobId"]
     deadline = time.monotonic() + 5
-    while (folder.exists() or (await client.get(f"/generations/{job['jobId']}")).json()["status"] != "processing"):
+    while folder.exists() or (await client.get(f"/generations/{job['jobId']}")).json()["status"] != "processing":
         assert time.monotonic() < deadline, "the worker should stop and clean up after losing its lease"
         await asyncio.sleep(0.05)
     async with engine.connect() as connection:
