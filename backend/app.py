@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +24,8 @@ from backend.api import ops, router
 from backend.config import Settings, load_settings
 from backend.db import create_engine, create_sessionmaker, database_down, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
+from backend.logs import request_id_var
+from backend.metrics import HTTP_REQUESTS
 from backend.providers import Provider, build_providers
 from backend.repository import JobRepository
 from backend.service import JobService
@@ -68,6 +73,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     app.include_router(router)
     app.include_router(ops)
     app.add_middleware(JsonBodyMiddleware)
+    app.add_middleware(RequestContextMiddleware)  # outermost: it sees every request and answer
     _install_error_handlers(app)
     _document_limits(app, settings, sorted(enabled))
     return app
@@ -153,6 +159,54 @@ def _field_error(error: Any) -> FieldError:
     if where == "header":
         field = field.title()
     return FieldError(field, str(error.get("msg", "invalid")), str(error.get("type", "invalid")))
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("backend.access")
+
+
+class RequestContextMiddleware:
+    """Give every request an id (X-Request-ID, echoed back), log one line for it, and time it.
+
+    Latency is recorded by route template (`/generations/{job_id}`), never by raw path,
+    so metrics stay bounded whatever ids clients send.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "<unmatched>")
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).observe(elapsed)
+            access_log.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1000,
+                extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
+            )
+            request_id_var.reset(token)
 
 
 class JsonBodyMiddleware:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import math
 import uuid
 from datetime import datetime
@@ -17,6 +18,8 @@ from backend.models import Job, JobStatus
 from backend.providers import Provider
 from backend.repository import Cursor, JobRepository, NewJob
 from backend.schemas import GenerationCreate
+
+log = logging.getLogger(__name__)
 
 
 class JobService:
@@ -49,6 +52,7 @@ class JobService:
         )
         if created:
             JOBS_CREATED.labels(provider).inc()
+            log.info("job %s accepted (%d images, %s)", job.id, job.num_images, provider, extra={"job_id": str(job.id)})
             return job, False
         if job.request_hash != request_hash:
             raise Problem(
