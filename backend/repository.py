@@ -89,11 +89,11 @@ class JobRepository:
         async with self.sessions() as session:
             return list(await session.scalars(stmt))
 
-    async def claim(self, *, limit: int, lease_seconds: float, worker_id: str) -> list[Job]:
-        """Take up to `limit` due pending jobs in one statement, each with a fresh lease."""
+    async def claim(self, *, limit: int, lease_seconds: float, worker_id: str, providers: list[str]) -> list[Job]:
+        """Take up to `limit` due pending jobs this worker can run, in one statement, each with a lease."""
         due = (
             select(Job.id)
-            .where(Job.status == JobStatus.PENDING.value, Job.run_after <= func.now())
+            .where(Job.status == JobStatus.PENDING.value, Job.run_after <= func.now(), Job.provider.in_(providers))
             .order_by(Job.run_after)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -249,6 +249,24 @@ class JobRepository:
             if JobStatus.PENDING.value in statuses:
                 await session.execute(select(func.pg_notify(NEW_JOB_CHANNEL, "")))
             return len(statuses)
+
+    async def prune(self, older_than_seconds: float, batch: int = 1000) -> list[uuid.UUID]:
+        """Delete up to `batch` jobs finished longer ago than the retention; return their ids."""
+        # The range on created_at walks the list index; only finished jobs qualify, so a job
+        # that has been pending or retrying for ages is never touched.
+        stmt = text(
+            """
+            DELETE FROM generation_jobs WHERE id IN (
+                SELECT id FROM generation_jobs
+                WHERE created_at < now() - make_interval(secs => :age)
+                  AND completed_at < now() - make_interval(secs => :age)
+                  AND status IN ('completed', 'failed', 'canceled')
+                ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED
+            ) RETURNING id
+            """
+        )
+        async with self.sessions.begin() as session:
+            return list((await session.scalars(stmt, {"age": older_than_seconds, "batch": batch})).all())
 
     async def count_by_status(self) -> dict[str, int]:
         """Queue depth: live statuses are counted through their partial indexes."""

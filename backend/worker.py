@@ -48,6 +48,7 @@ T = TypeVar("T")
 
 # What ends a running job from outside; the task's cleanup depends on which.
 CANCELED, LEASE_LOST, SHUTDOWN = "canceled", "lease_lost", "shutdown"
+PRUNE_INTERVAL = 60.0
 
 
 @dataclass
@@ -118,7 +119,10 @@ class Worker:
             if want > 0:
                 try:
                     jobs = await self.repo.claim(
-                        limit=want, lease_seconds=self.settings.lease_seconds, worker_id=self.id
+                        limit=want,
+                        lease_seconds=self.settings.lease_seconds,
+                        worker_id=self.id,
+                        providers=list(self.providers),
                     )
                     failures = 0
                 except Exception as exc:
@@ -262,16 +266,28 @@ class Worker:
                 self._interrupt(job_id, LEASE_LOST)
 
     async def _reap_loop(self) -> None:
+        """Each poll: reclaim jobs whose worker vanished. Now and then: prune old jobs."""
+        next_prune = time.monotonic()
         while True:
             try:
                 reclaimed = await self.repo.reap_expired(self.settings.max_attempts)
                 if reclaimed:
                     JOBS_RECLAIMED.inc(reclaimed)
                     log.warning("reclaimed %d job(s) whose lease expired", reclaimed)
+                if self.settings.job_retention_seconds and time.monotonic() >= next_prune:
+                    await self._prune(self.settings.job_retention_seconds)
+                    next_prune = time.monotonic() + PRUNE_INTERVAL
             except Exception as exc:
                 if not database_down(exc):
                     raise
             await asyncio.sleep(self.settings.worker_poll_interval)
+
+    async def _prune(self, retention: float) -> None:
+        while pruned := await self.repo.prune(retention):
+            # Rows first: a failure here leaves orphaned files, never a job whose images are gone.
+            for job_id in pruned:
+                await self.storage.delete_job(job_id)
+            log.info("pruned %d finished job(s) older than %gs", len(pruned), retention)
 
     async def _listen_loop(self) -> None:
         """Keep one LISTEN connection open, reconnecting after an outage."""

@@ -104,8 +104,9 @@ async def make_client(make_settings: Callable[..., Settings]) -> AsyncIterator[A
     managers: list[LifespanManager] = []
     clients: list[httpx.AsyncClient] = []
 
-    async def make(providers: dict[str, Provider] | None = None, **overrides: Any) -> httpx.AsyncClient:
-        app = create_app(make_settings(**overrides), providers)
+    async def make(fakes: dict[str, Provider] | None = None, **overrides: Any) -> httpx.AsyncClient:
+        """`fakes` replace the providers settings would build; `overrides` are settings."""
+        app = create_app(make_settings(**overrides), fakes)
         manager = LifespanManager(app, startup_timeout=30, shutdown_timeout=30)
         await manager.__aenter__()
         managers.append(manager)

@@ -33,7 +33,7 @@ async def test_two_workers_never_claim_the_same_job(database_url: str, repo: Job
 
     async def drain(worker: JobRepository, name: str) -> list[uuid.UUID]:
         taken: list[uuid.UUID] = []
-        while batch := await worker.claim(limit=7, lease_seconds=30, worker_id=name):
+        while batch := await worker.claim(limit=7, lease_seconds=30, worker_id=name, providers=["animals"]):
             taken += [job.id for job in batch]
         return taken
 
@@ -51,7 +51,7 @@ async def test_two_workers_never_claim_the_same_job(database_url: str, repo: Job
 
 async def test_claim_sets_a_lease_and_writes_are_fenced(repo: JobRepository) -> None:
     (job_id,) = await insert_jobs(repo, 1)
-    (job,) = await repo.claim(limit=5, lease_seconds=30, worker_id="w")
+    (job,) = await repo.claim(limit=5, lease_seconds=30, worker_id="w", providers=["animals"])
     assert job.status == "processing" and job.attempts == 1
     assert job.lease_token is not None and job.lease_expires_at is not None
 
@@ -77,7 +77,7 @@ async def test_notify_wakes_the_worker_long_before_its_poll(make_client: AppFact
 async def test_expired_lease_is_reclaimed_and_completed(make_client: AppFactory, repo: JobRepository) -> None:
     (job_id,) = await insert_jobs(repo, 1)
     # A worker claims it and dies: nobody renews the lease.
-    await repo.claim(limit=1, lease_seconds=1, worker_id="dead-worker")
+    await repo.claim(limit=1, lease_seconds=1, worker_id="dead-worker", providers=["animals"])
 
     client = await make_client(worker_poll_interval=0.2)
     job = await wait_for_status(client, str(job_id), {"completed"}, timeout=10)
@@ -288,3 +288,57 @@ async def wait_until_ready(client: httpx.AsyncClient, timeout: float = 10) -> No
     while (await client.get("/readyz")).status_code != 200:
         assert time.monotonic() < deadline, "the app never became ready"
         await asyncio.sleep(0.02)
+
+
+async def test_retention_prunes_old_finished_jobs_and_their_images(
+    make_client: AppFactory, repo: JobRepository, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    old_done, old_failed, old_pending, recent_done = await insert_jobs(repo, 4)
+    images = tmp_path / "data" / "images"
+    for job_id in (old_done, recent_done):
+        (images / str(job_id)).mkdir(parents=True)
+        (images / str(job_id) / "0.png").write_bytes(b"png")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                """
+                UPDATE generation_jobs SET status = CASE WHEN id = :failed THEN 'failed' ELSE 'completed' END,
+                    completed_at = now() - interval '2 days', created_at = now() - interval '2 days'
+                WHERE id IN (:done, :failed)
+                """
+            ),
+            {"done": old_done, "failed": old_failed},
+        )
+        await connection.execute(
+            text("UPDATE generation_jobs SET created_at = now() - interval '2 days' WHERE id = :id"),
+            {"id": old_pending},
+        )
+        await connection.execute(
+            text("UPDATE generation_jobs SET status = 'completed', completed_at = now() WHERE id = :id"),
+            {"id": recent_done},
+        )
+
+    # This worker runs only `noop`, so the old pending `animals` job stays pending throughout.
+    await make_client(job_retention_seconds=86400, providers="noop", default_provider="noop")
+
+    deadline = time.monotonic() + 10
+    while await repo.get(old_done) is not None or await repo.get(old_failed) is not None:
+        assert time.monotonic() < deadline, "old finished jobs were not pruned"
+        await asyncio.sleep(0.05)
+    assert not (images / str(old_done)).exists()
+    assert (images / str(recent_done) / "0.png").exists()
+    assert await repo.get(recent_done) is not None
+    kept = await repo.get(old_pending)
+    assert kept is not None
+    assert kept.status == "pending"  # live jobs are never pruned, however old
+
+
+async def test_worker_claims_only_jobs_for_its_providers(make_client: AppFactory, repo: JobRepository) -> None:
+    (animals_job,) = await insert_jobs(repo, 1, provider="animals")
+    (noop_job,) = await insert_jobs(repo, 1, provider="noop")
+    client = await make_client(providers="noop", default_provider="noop")
+
+    await wait_for_status(client, str(noop_job), {"completed"})
+    job = await repo.get(animals_job)
+    assert job is not None
+    assert (job.status, job.attempts) == ("pending", 0)
