@@ -26,7 +26,7 @@ from backend.db import create_engine, create_sessionmaker, database_down, head_r
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
 from backend.logs import request_id_var
 from backend.metrics import HTTP_REQUESTS
-from backend.providers import Provider, build_providers
+from backend.providers import Provider, build_providers, close_providers
 from backend.repository import JobRepository
 from backend.service import JobService
 from backend.storage import LocalStorage
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         finally:
             if worker is not None:
                 await worker.stop()
+            await close_providers(enabled)
             await engine.dispose()
 
     app = FastAPI(

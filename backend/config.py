@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     default_provider: str = "animals"
     image_provider_delay: float = Field(1.0, ge=0, le=600)
     max_images_per_job: int = Field(10, ge=1, le=1000)
+
+    openai_base_url: str = "https://api.openai.com"
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-image-1"
+    openai_image_size: str = "1024x1024"
+    openai_timeout: float = Field(120.0, gt=0, le=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"

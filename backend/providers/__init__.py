@@ -16,6 +16,7 @@ from backend.providers.base import (
     TransientProviderError,
 )
 from backend.providers.noop import NoopProvider
+from backend.providers.openai import OpenAIImagesProvider
 
 __all__ = [
     "GeneratedImage",
@@ -25,12 +26,35 @@ __all__ = [
     "ProviderError",
     "TransientProviderError",
     "build_providers",
+    "close_providers",
 ]
+
+
+def _openai(settings: Settings) -> Provider:
+    if settings.openai_api_key is None:
+        raise SettingsError("invalid setting OPENAI_API_KEY: required when PROVIDERS includes openai")
+    return OpenAIImagesProvider(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value(),
+        model=settings.openai_model,
+        size=settings.openai_image_size,
+        timeout=settings.openai_timeout,
+    )
+
 
 BUILT_IN: dict[str, Callable[[Settings], Provider]] = {
     "animals": lambda settings: AnimalsProvider(settings.image_provider_delay),
     "noop": lambda settings: NoopProvider(),
+    "openai": _openai,
 }
+
+
+async def close_providers(providers: dict[str, Provider]) -> None:
+    """Release what providers hold (HTTP connection pools); most hold nothing."""
+    for provider in providers.values():
+        aclose = getattr(provider, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
