@@ -69,6 +69,10 @@ def serve(settings: Settings) -> int:
     )
     server = Server(config)
     server.run()
+    # Drained: from here on we are shutting down anyway, and a signal arriving late
+    # (a second SIGTERM from an impatient supervisor) must not turn exit 0 into a kill.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0 if server.started else 1
 
 
