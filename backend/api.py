@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from backend.db import database_down
-from backend.errors import PROBLEM_JSON, Problem, not_found
+from backend.db import current_revision, database_down
+from backend.errors import PROBLEM_JSON, not_found
 from backend.metrics import QUEUE_DEPTH
 from backend.models import Job, JobStatus
 from backend.schemas import GenerationCreate, Health, JobError, JobOut
@@ -163,8 +163,6 @@ async def readyz(request: Request, response: Response) -> Health:
     state = request.app.state
     checks: dict[str, str] = {}
     try:
-        from backend.db import current_revision
-
         revision = await current_revision(state.engine)
         checks["database"] = "ok"
         checks["schema"] = "ok" if revision == state.head_revision else f"at {revision}, head is {state.head_revision}"
@@ -191,6 +189,3 @@ async def metrics(service: Service) -> Response:
         if not database_down(exc):
             raise
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-__all__ = ["Problem", "ops", "router"]

@@ -90,6 +90,8 @@ class Worker:
             asyncio.create_task(self._listen_loop(), name="worker-listen"),
             asyncio.create_task(self._reap_loop(), name="worker-reap"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
         log.info("worker %s started (concurrency %d)", self.id, self.settings.worker_concurrency)
 
     async def stop(self) -> None:
@@ -333,6 +335,12 @@ class Worker:
         log.warning("database unavailable (%s): %s; retrying in %.2fs", what, exc, seconds)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A worker loop only ends on stop; anything else is a bug, and /readyz turns 503."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.critical("worker loop %s crashed", task.get_name(), exc_info=exc)
 
 
 def _extra(job: Job) -> dict[str, str]:
