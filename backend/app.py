@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api import ops, router
 from backend.config import Settings, load_settings
-from backend.db import create_engine, create_sessionmaker, database_down, head_revision
+from backend.db import create_engine, database_down, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
 from backend.logs import request_id_var
 from backend.metrics import HTTP_REQUESTS
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        repo = JobRepository(create_sessionmaker(engine))
+        repo = JobRepository(engine)
         storage = LocalStorage(settings.data_dir / "images")
         worker = Worker(repo, enabled, storage, settings) if settings.worker_enabled else None
         app.state.settings = settings

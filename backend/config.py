@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     embedded_db_port: int = Field(5433, ge=1, le=65535)
     run_migrations: bool = True
-    db_pool_size: int = Field(10, ge=1, le=200)
+    db_pool_size: int = Field(20, ge=1, le=200)
 
     worker_enabled: bool = True
     worker_concurrency: int = Field(8, ge=1, le=1000)

@@ -1,12 +1,14 @@
-"""The one table: generation jobs."""
+"""The one table, generation_jobs: its declaration, and the plain record the code passes around."""
 
 from __future__ import annotations
 
 import enum
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ARRAY, DateTime, Integer, String, Text, func, text
+from sqlalchemy import ARRAY, DateTime, Integer, String, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -26,8 +28,8 @@ class JobStatus(enum.StrEnum):
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
-class Job(Base):
-    """A generation job. Status is plain text with a CHECK so DBAs can read and fix it."""
+class JobTable(Base):
+    """The table's declaration. Status is plain text with a CHECK so DBAs can read and fix it."""
 
     __tablename__ = "generation_jobs"
 
@@ -53,3 +55,40 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as read from the database. The repository returns these, not ORM instances:
+    building a slotted dataclass from a row costs a fraction of an ORM object's bookkeeping,
+    and every statement here is a single autocommitted one anyway."""
+
+    id: uuid.UUID
+    status: str
+    num_images: int
+    prompt: str | None
+    provider: str
+    animal: str | None
+    image_keys: list[str] | None
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    lease_token: uuid.UUID | None
+    lease_expires_at: datetime | None
+    run_after: datetime
+    worker_id: str | None
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        """From a row whose first columns are the table's, in table order (extra ones ignored)."""
+        return cls(*row[:_FIELD_COUNT])
+
+
+jobs = cast("Table", JobTable.__table__)
+_FIELD_COUNT = len(jobs.c)

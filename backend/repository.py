@@ -1,8 +1,9 @@
 """Every SQL statement the service runs against `generation_jobs`.
 
-Each method is one short transaction. Every write after a claim is fenced by
-the job's lease token: if another worker took the job over, the write matches
-no row and the caller learns it lost the job.
+Each method is exactly one statement, run in autocommit: one round trip, no
+BEGIN/COMMIT around it, and nothing held open between calls. Every write after a
+claim is fenced by the job's lease token: if another worker took the job over,
+the write matches no row and the caller learns it lost the job.
 """
 
 from __future__ import annotations
@@ -10,18 +11,22 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal_column, select, text, tuple_, update
+from sqlalchemy import ColumnElement, Executable, Text, cast, func, literal_column, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.engine import Result
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.models import Job, JobStatus
+from backend.models import Job, JobStatus, jobs
 
 NEW_JOB_CHANNEL = "generation_jobs_new"
 CANCEL_CHANNEL = "generation_jobs_cancel"
 
 _P = JobStatus.PROCESSING.value
 _LIVE = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
+_FINISHED = (JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value)
+_ALL = tuple(jobs.c)
 
 
 @dataclass(frozen=True)
@@ -41,80 +46,87 @@ class Cursor:
     id: uuid.UUID
 
 
-def _seconds(value: float) -> object:
+def _seconds(value: float) -> ColumnElement[Any]:
     return func.make_interval(0, 0, 0, 0, 0, 0, value)
 
 
 def _fenced(job_id: uuid.UUID, token: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
-    return (Job.id == job_id, Job.lease_token == token, Job.status == _P)
+    return (jobs.c.id == job_id, jobs.c.lease_token == token, jobs.c.status == _P)
 
 
 class JobRepository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.sessions = sessions
+    def __init__(self, engine: AsyncEngine) -> None:
+        # Single statements need no explicit transaction; autocommit saves BEGIN and COMMIT.
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def _run(self, stmt: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
+        async with self.engine.connect() as connection:
+            return await connection.execute(stmt, params)
+
+    async def _jobs(self, stmt: Executable, params: dict[str, Any] | None = None) -> list[Job]:
+        return [Job.from_row(row) for row in await self._run(stmt, params)]
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         """Insert a job; with an idempotency key, return the existing one instead (created=False)."""
-        values = {
-            "num_images": new.num_images,
-            "prompt": new.prompt,
-            "provider": new.provider,
-            "idempotency_key": new.idempotency_key,
-            "request_hash": new.request_hash,
-        }
-        async with self.sessions.begin() as session:
-            stmt = insert(Job).values(values)
-            if new.idempotency_key is not None:
-                # Concurrent twins block on the unique index until the first commits.
-                stmt = stmt.on_conflict_do_nothing(
-                    index_elements=[Job.idempotency_key],
-                    index_where=Job.idempotency_key.is_not(None),
-                )
-            job = (await session.scalars(stmt.returning(Job))).one_or_none()
-            if job is not None:
-                return job, True
-            existing = await session.scalars(select(Job).where(Job.idempotency_key == new.idempotency_key))
-            return existing.one(), False
+        stmt = insert(jobs).values(
+            num_images=new.num_images,
+            prompt=new.prompt,
+            provider=new.provider,
+            idempotency_key=new.idempotency_key,
+            request_hash=new.request_hash,
+        )
+        if new.idempotency_key is None:
+            return (await self._jobs(stmt.returning(*_ALL)))[0], True
+        # A concurrent twin blocks on the unique index until the first commits, then does nothing.
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.is_not(None)
+        )
+        created = await self._jobs(stmt.returning(*_ALL))
+        if created:
+            return created[0], True
+        existing = await self._jobs(select(*_ALL).where(jobs.c.idempotency_key == new.idempotency_key))
+        return existing[0], False
 
     async def get(self, job_id: uuid.UUID) -> Job | None:
-        async with self.sessions() as session:
-            return await session.get(Job, job_id)
+        found = await self._jobs(select(*_ALL).where(jobs.c.id == job_id))
+        return found[0] if found else None
 
     async def page(self, *, limit: int, status: JobStatus | None, after: Cursor | None) -> list[Job]:
-        stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        stmt = select(*_ALL).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
         if status is not None:
-            stmt = stmt.where(Job.status == status.value)
+            stmt = stmt.where(jobs.c.status == status.value)
         if after is not None:
-            stmt = stmt.where(tuple_(Job.created_at, Job.id) < tuple_(after.created_at, after.id))
-        async with self.sessions() as session:
-            return list(await session.scalars(stmt))
+            stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(after.created_at, after.id))
+        return await self._jobs(stmt)
 
     async def claim(self, *, limit: int, lease_seconds: float, worker_id: str, providers: list[str]) -> list[Job]:
-        """Take up to `limit` due pending jobs this worker can run, in one statement, each with a lease."""
+        """Take up to `limit` due pending jobs this worker can run, each with its own lease."""
         due = (
-            select(Job.id)
-            .where(Job.status == JobStatus.PENDING.value, Job.run_after <= func.now(), Job.provider.in_(providers))
-            .order_by(Job.run_after)
+            select(jobs.c.id)
+            .where(
+                jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.run_after <= func.now(),
+                jobs.c.provider.in_(providers),
+            )
+            .order_by(jobs.c.run_after)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
         stmt = (
-            update(Job)
-            .where(Job.id.in_(due.scalar_subquery()))
+            update(jobs)
+            .where(jobs.c.id.in_(due.scalar_subquery()))
             .values(
                 status=_P,
                 lease_token=func.gen_random_uuid(),
                 lease_expires_at=func.now() + _seconds(lease_seconds),
-                attempts=Job.attempts + 1,
+                attempts=jobs.c.attempts + 1,
                 worker_id=worker_id,
                 started_at=func.clock_timestamp(),
                 updated_at=func.now(),
             )
-            .returning(Job)
-            .execution_options(synchronize_session=False)
+            .returning(*_ALL)
         )
-        async with self.sessions.begin() as session:
-            return list(await session.scalars(stmt))
+        return await self._jobs(stmt)
 
     async def renew(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
         """Extend the leases still held (job id -> token); return the ids we still own."""
@@ -129,8 +141,7 @@ class JobRepository:
             """
         )
         params = {"secs": lease_seconds, "ids": list(leases), "tokens": list(leases.values())}
-        async with self.sessions.begin() as session:
-            return set((await session.scalars(stmt, params)).all())
+        return set((await self._run(stmt, params)).scalars())
 
     async def complete(self, job_id: uuid.UUID, token: uuid.UUID, image_keys: list[str], animal: str | None) -> bool:
         return await self._finish(
@@ -148,7 +159,7 @@ class JobRepository:
 
     async def _finish(self, job_id: uuid.UUID, token: uuid.UUID, **values: object) -> bool:
         stmt = (
-            update(Job)
+            update(jobs)
             .where(*_fenced(job_id, token))
             .values(
                 **values,
@@ -157,15 +168,14 @@ class JobRepository:
                 completed_at=func.now(),
                 updated_at=func.now(),
             )
-            .returning(Job.id)
+            .returning(jobs.c.id)
         )
-        async with self.sessions.begin() as session:
-            return (await session.execute(stmt)).first() is not None
+        return (await self._run(stmt)).first() is not None
 
     async def retry_later(self, job_id: uuid.UUID, token: uuid.UUID, delay: float, code: str, message: str) -> bool:
         """Put a job that failed transiently back in the queue, due after `delay` seconds."""
         stmt = (
-            update(Job)
+            update(jobs)
             .where(*_fenced(job_id, token))
             .values(
                 status=JobStatus.PENDING.value,
@@ -176,38 +186,32 @@ class JobRepository:
                 lease_expires_at=None,
                 updated_at=func.now(),
             )
-            .returning(Job.id)
+            .returning(jobs.c.id)
         )
-        async with self.sessions.begin() as session:
-            return (await session.execute(stmt)).first() is not None
+        return (await self._run(stmt)).first() is not None
 
     async def release(self, job_id: uuid.UUID, token: uuid.UUID) -> bool:
-        """Hand an interrupted job back to the queue; the interrupted attempt does not count."""
-        stmt = (
-            update(Job)
-            .where(*_fenced(job_id, token))
-            .values(
-                status=JobStatus.PENDING.value,
-                attempts=func.greatest(Job.attempts - 1, 0),
-                run_after=func.now(),
-                lease_token=None,
-                lease_expires_at=None,
-                worker_id=None,
-                updated_at=func.now(),
+        """Hand an interrupted job back to the queue (the attempt does not count) and wake a worker."""
+        stmt = text(
+            """
+            WITH released AS (
+                UPDATE generation_jobs SET status = 'pending', attempts = greatest(attempts - 1, 0),
+                    run_after = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+                    updated_at = now()
+                WHERE id = :id AND lease_token = :token AND status = 'processing'
+                RETURNING id
             )
-            .returning(Job.id)
+            SELECT pg_notify(:channel, '') FROM released
+            """
         )
-        async with self.sessions.begin() as session:
-            released = (await session.execute(stmt)).first() is not None
-            if released:
-                await session.execute(select(func.pg_notify(NEW_JOB_CHANNEL, "")))
-            return released
+        params = {"id": job_id, "token": token, "channel": NEW_JOB_CHANNEL}
+        return (await self._run(stmt, params)).first() is not None
 
     async def cancel(self, job_id: uuid.UUID) -> Job | None:
-        """Cancel a live job; None if it does not exist or is already finished."""
-        stmt = (
-            update(Job)
-            .where(Job.id == job_id, Job.status.in_(_LIVE))
+        """Cancel a live job and tell its worker, in one statement; None if not live."""
+        canceled = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_(_LIVE))
             .values(
                 status=JobStatus.CANCELED.value,
                 lease_token=None,
@@ -215,15 +219,13 @@ class JobRepository:
                 completed_at=func.now(),
                 updated_at=func.now(),
             )
-            .returning(Job)
-            .execution_options(synchronize_session=False)
+            .returning(*_ALL)
+            .cte("canceled")
         )
-        async with self.sessions.begin() as session:
-            job = (await session.scalars(stmt)).one_or_none()
-            if job is not None:
-                # The worker running it (if any) stops the provider call on this.
-                await session.execute(select(func.pg_notify(CANCEL_CHANNEL, str(job_id))))
-            return job
+        # The worker running it (if any) stops the provider call on this notification.
+        notify = func.pg_notify(CANCEL_CHANNEL, cast(canceled.c.id, Text))
+        row = (await self._run(select(canceled, notify.label("notified")))).first()
+        return Job.from_row(row) if row is not None else None
 
     async def reap_expired(self, max_attempts: int) -> int:
         """Return jobs whose worker vanished to the queue, or fail them if out of attempts."""
@@ -233,22 +235,22 @@ class JobRepository:
                 SELECT id FROM generation_jobs
                 WHERE status = 'processing' AND lease_expires_at < now()
                 ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED
+            ), reaped AS (
+                UPDATE generation_jobs j SET
+                    status = CASE WHEN j.attempts >= :max THEN 'failed' ELSE 'pending' END,
+                    error_code = 'worker_lost',
+                    error_message = 'the worker running this job stopped responding',
+                    completed_at = CASE WHEN j.attempts >= :max THEN now() END,
+                    run_after = now(), lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+                FROM expired WHERE j.id = expired.id
+                RETURNING j.status
             )
-            UPDATE generation_jobs j SET
-                status = CASE WHEN j.attempts >= :max THEN 'failed' ELSE 'pending' END,
-                error_code = 'worker_lost',
-                error_message = 'the worker running this job stopped responding',
-                completed_at = CASE WHEN j.attempts >= :max THEN now() END,
-                run_after = now(), lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-            FROM expired WHERE j.id = expired.id
-            RETURNING j.status
+            SELECT (SELECT count(*) FROM reaped) AS reaped,
+                   (SELECT pg_notify(:channel, '') FROM reaped WHERE status = 'pending' LIMIT 1) AS notified
             """
         )
-        async with self.sessions.begin() as session:
-            statuses = (await session.scalars(stmt, {"max": max_attempts})).all()
-            if JobStatus.PENDING.value in statuses:
-                await session.execute(select(func.pg_notify(NEW_JOB_CHANNEL, "")))
-            return len(statuses)
+        row = (await self._run(stmt, {"max": max_attempts, "channel": NEW_JOB_CHANNEL})).one()
+        return int(row.reaped)
 
     async def prune(self, older_than_seconds: float, batch: int = 1000) -> list[uuid.UUID]:
         """Delete up to `batch` jobs finished longer ago than the retention; return their ids."""
@@ -265,17 +267,15 @@ class JobRepository:
             ) RETURNING id
             """
         )
-        async with self.sessions.begin() as session:
-            return list((await session.scalars(stmt, {"age": older_than_seconds, "batch": batch})).all())
+        return list((await self._run(stmt, {"age": older_than_seconds, "batch": batch})).scalars())
 
     async def count_by_status(self) -> dict[str, int]:
         """Queue depth: live statuses are counted through their partial indexes."""
-        stmt = select(Job.status, func.count()).where(Job.status.in_(_LIVE)).group_by(Job.status)
-        async with self.sessions() as session:
-            counts = {status: 0 for status in _LIVE}
-            counts.update({row[0]: row[1] for row in await session.execute(stmt)})
-            return counts
+        count = func.count().label("count")
+        stmt = select(jobs.c.status, count).where(jobs.c.status.in_(_LIVE)).group_by(jobs.c.status)
+        counts = {status: 0 for status in _LIVE}
+        counts.update({row.status: row.count for row in await self._run(stmt)})
+        return counts
 
     async def ping(self) -> None:
-        async with self.sessions() as session:
-            await session.execute(select(literal_column("1")))
+        await self._run(select(literal_column("1")))

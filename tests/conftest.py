@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.app import create_app
 from backend.config import Settings
-from backend.db import create_sessionmaker, migrate_async
+from backend.db import migrate_async
 from backend.embedded_pg import EmbeddedPostgres, free_port
 from backend.providers import Provider
 from backend.repository import JobRepository
@@ -90,7 +90,7 @@ def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def repo(engine: AsyncEngine) -> JobRepository:
-    return JobRepository(create_sessionmaker(engine))
+    return JobRepository(engine)
 
 
 AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.db import create_sessionmaker
 from backend.providers import PermanentProviderError, TransientProviderError
 from backend.repository import JobRepository, NewJob
 from tests.conftest import APPS, AppFactory, asyncpg_url, wait_for_status
@@ -29,7 +28,7 @@ async def test_two_workers_never_claim_the_same_job(database_url: str, repo: Job
     ids = set(await insert_jobs(repo, 300))
     # Two engines: two pools, so the claims really race on separate connections.
     engines = [create_async_engine(asyncpg_url(database_url), pool_size=4) for _ in range(2)]
-    repos = [JobRepository(create_sessionmaker(e)) for e in engines]
+    repos = [JobRepository(e) for e in engines]
 
     async def drain(worker: JobRepository, name: str) -> list[uuid.UUID]:
         taken: list[uuid.UUID] = []
@@ -342,3 +341,11 @@ async def test_worker_claims_only_jobs_for_its_providers(make_client: AppFactory
     job = await repo.get(animals_job)
     assert job is not None
     assert (job.status, job.attempts) == ("pending", 0)
+
+
+def test_job_record_matches_the_table() -> None:
+    from dataclasses import fields
+
+    from backend.models import Job, jobs
+
+    assert [f.name for f in fields(Job)] == [c.name for c in jobs.c]
