@@ -39,6 +39,14 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class Completion:
+    job_id: uuid.UUID
+    token: uuid.UUID
+    image_keys: list[str]
+    animal: str | None
+
+
+@dataclass(frozen=True)
 class Cursor:
     """Position after the last job of a page, in (created_at, id) DESC order."""
 
@@ -143,16 +151,33 @@ class JobRepository:
         params = {"secs": lease_seconds, "ids": list(leases), "tokens": list(leases.values())}
         return set((await self._run(stmt, params)).scalars())
 
-    async def complete(self, job_id: uuid.UUID, token: uuid.UUID, image_keys: list[str], animal: str | None) -> bool:
-        return await self._finish(
-            job_id,
-            token,
-            status=JobStatus.COMPLETED.value,
-            image_keys=image_keys,
-            animal=animal,
-            error_code=None,
-            error_message=None,
+    async def complete(self, done: list[Completion]) -> set[uuid.UUID]:
+        """Record many completions in one statement, each fenced by its own lease token.
+
+        Returns the ids that were still ours. Keys never contain a comma, so each job's
+        keys travel as one comma-joined string and are split back into an array here.
+        """
+        stmt = text(
+            """
+            UPDATE generation_jobs j SET status = 'completed',
+                image_keys = string_to_array(d.keys, ','),
+                animal = d.animal, error_code = NULL, error_message = NULL,
+                lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
+            FROM (
+                SELECT unnest(CAST(:ids AS uuid[])) AS id, unnest(CAST(:tokens AS uuid[])) AS token,
+                       unnest(CAST(:keys AS text[])) AS keys, unnest(CAST(:animals AS text[])) AS animal
+            ) d
+            WHERE j.id = d.id AND j.lease_token = d.token AND j.status = 'processing'
+            RETURNING j.id
+            """
         )
+        params = {
+            "ids": [c.job_id for c in done],
+            "tokens": [c.token for c in done],
+            "keys": [",".join(c.image_keys) for c in done],
+            "animals": [c.animal for c in done],
+        }
+        return set((await self._run(stmt, params)).scalars())
 
     async def fail(self, job_id: uuid.UUID, token: uuid.UUID, code: str, message: str) -> bool:
         return await self._finish(job_id, token, status=JobStatus.FAILED.value, error_code=code, error_message=message)

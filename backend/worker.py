@@ -40,7 +40,7 @@ from backend.providers import (
     ProviderError,
     TransientProviderError,
 )
-from backend.repository import CANCEL_CHANNEL, NEW_JOB_CHANNEL, JobRepository
+from backend.repository import CANCEL_CHANNEL, NEW_JOB_CHANNEL, Completion, JobRepository
 from backend.storage import Storage, image_key
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._completions: list[tuple[Completion, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.listening = False
 
     @property
@@ -183,7 +185,7 @@ class Worker:
             if error is not None:
                 await self._discard(job, keys)
                 await self._failed(running, error)
-            elif await self._write(lambda: self.repo.complete(job.id, token, keys, animal)):
+            elif await self._complete(Completion(job.id, token, keys, animal)):
                 outcome = "completed"
                 JOBS_COMPLETED.labels(job.provider).inc()
                 log.info("job %s completed (%d images)", job.id, len(keys), extra=_extra(job))
@@ -209,6 +211,24 @@ class Worker:
             await self.storage.save(key, image.data)
             animal = image.animal or animal
         return animal
+
+    async def _complete(self, completion: Completion) -> bool:
+        """Queue a completion; True if it landed (we still held the lease)."""
+        landed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._completions.append((completion, landed))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_completions(), name="worker-complete")
+        return await landed
+
+    async def _flush_completions(self) -> None:
+        # Natural batching: whatever queued up while the previous write was in flight
+        # goes out in the next one. Idle, that is one job per write and no added delay.
+        while self._completions:
+            batch, self._completions = self._completions, []
+            completions = [completion for completion, _ in batch]
+            owned = await self._write(lambda: self.repo.complete(completions))  # noqa: B023 (awaited here)
+            for completion, landed in batch:
+                landed.set_result(owned is not None and completion.job_id in owned)
 
     async def _failed(self, running: Running, error: ProviderError) -> None:
         job, token = running.job, running.token

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.providers import PermanentProviderError, TransientProviderError
-from backend.repository import JobRepository, NewJob
+from backend.repository import Completion, JobRepository, NewJob
 from tests.conftest import APPS, AppFactory, asyncpg_url, wait_for_status
 from tests.fakes import ScriptedProvider
 
@@ -54,12 +54,29 @@ async def test_claim_sets_a_lease_and_writes_are_fenced(repo: JobRepository) -> 
     assert job.status == "processing" and job.attempts == 1
     assert job.lease_token is not None and job.lease_expires_at is not None
 
-    assert not await repo.complete(job_id, uuid.uuid4(), ["x"], None)
+    assert not await repo.complete([Completion(job_id, uuid.uuid4(), ["x"], None)])
     assert not await repo.fail(job_id, uuid.uuid4(), "x", "stale worker")
-    assert await repo.complete(job_id, job.lease_token, [f"{job_id}/0.png"], "owl")
-    assert not await repo.complete(job_id, job.lease_token, [], None), "a second completion must not land"
+    keys = [f"{job_id}/0.png", f"{job_id}/1.png"]
+    assert await repo.complete([Completion(job_id, job.lease_token, keys, "owl")]) == {job_id}
+    assert not await repo.complete([Completion(job_id, job.lease_token, [], None)]), "a second completion landed"
     done = await repo.get(job_id)
     assert done is not None and done.status == "completed" and done.lease_token is None
+    assert (done.image_keys, done.animal) == (keys, "owl")
+
+
+async def test_one_completion_statement_fences_each_job(repo: JobRepository) -> None:
+    await insert_jobs(repo, 3)
+    first, second, third = await repo.claim(limit=3, lease_seconds=30, worker_id="w", providers=["animals"])
+    assert first.lease_token and second.lease_token and third.lease_token
+    done = [
+        Completion(first.id, first.lease_token, [], None),
+        Completion(second.id, uuid.uuid4(), [], None),  # lost its lease
+        Completion(third.id, third.lease_token, [f"{third.id}/0.png"], "cat"),
+    ]
+
+    assert await repo.complete(done) == {first.id, third.id}
+    statuses = {job.id: job.status for job in [await repo.get(j.id) for j in (first, second, third)] if job}
+    assert statuses == {first.id: "completed", second.id: "processing", third.id: "completed"}
 
 
 async def test_notify_wakes_the_worker_long_before_its_poll(make_client: AppFactory) -> None:
