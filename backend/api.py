@@ -29,12 +29,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def get_service(request: Request) -> JobService:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` one in a thread pool.
+async def get_service(request: Request) -> JobService:
     service: JobService = request.app.state.service
     return service
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 

@@ -54,6 +54,16 @@ class Cursor:
     id: uuid.UUID
 
 
+# Built once: the hot path only binds parameters.
+_INSERT = insert(jobs).returning(*_ALL)
+# A concurrent twin blocks on the unique index until the first commits, then does nothing.
+_INSERT_UNLESS_KEY_EXISTS = (
+    insert(jobs)
+    .on_conflict_do_nothing(index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.is_not(None))
+    .returning(*_ALL)
+)
+
+
 def _seconds(value: float) -> ColumnElement[Any]:
     return func.make_interval(0, 0, 0, 0, 0, 0, value)
 
@@ -76,20 +86,16 @@ class JobRepository:
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         """Insert a job; with an idempotency key, return the existing one instead (created=False)."""
-        stmt = insert(jobs).values(
-            num_images=new.num_images,
-            prompt=new.prompt,
-            provider=new.provider,
-            idempotency_key=new.idempotency_key,
-            request_hash=new.request_hash,
-        )
+        params = {
+            "num_images": new.num_images,
+            "prompt": new.prompt,
+            "provider": new.provider,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash,
+        }
         if new.idempotency_key is None:
-            return (await self._jobs(stmt.returning(*_ALL)))[0], True
-        # A concurrent twin blocks on the unique index until the first commits, then does nothing.
-        stmt = stmt.on_conflict_do_nothing(
-            index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.is_not(None)
-        )
-        created = await self._jobs(stmt.returning(*_ALL))
+            return (await self._jobs(_INSERT, params))[0], True
+        created = await self._jobs(_INSERT_UNLESS_KEY_EXISTS, params)
         if created:
             return created[0], True
         existing = await self._jobs(select(*_ALL).where(jobs.c.idempotency_key == new.idempotency_key))
