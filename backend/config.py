@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(20, ge=1, le=200)
 
     worker_enabled: bool = True
-    worker_concurrency: int = Field(8, ge=1, le=1000)
+    worker_concurrency: int = Field(32, ge=1, le=1000)
     worker_poll_interval: float = Field(1.0, gt=0, le=3600)
     worker_claim_batch: int = Field(32, ge=1, le=1000)
     lease_seconds: float = Field(30.0, ge=1, le=86400)

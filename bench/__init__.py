@@ -1,0 +1,1 @@
+"""Benchmarks: the service beside PgQueuer, Procrastinate and raw asyncpg, in the same run."""

@@ -1,0 +1,1 @@
+"""Baselines, run as subprocesses with the benchmark's own interpreter (.venv-bench)."""

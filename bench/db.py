@@ -1,0 +1,110 @@
+"""The benchmark's PostgreSQL (embedded, or BENCH_DATABASE_URL) and the SQL that seeds it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from backend.db import migrate
+from backend.embedded_pg import EmbeddedPostgres, free_port
+
+# Busy rows live in these statuses; a queue is drained when none is left.
+_LIVE = "status IN ('pending', 'processing')"
+
+
+@contextlib.asynccontextmanager
+async def database(workdir: Path) -> AsyncIterator[str]:
+    """A migrated database URL. BENCH_DATABASE_URL must point at a scratch database: it is truncated."""
+    url = os.environ.get("BENCH_DATABASE_URL")
+    pg: EmbeddedPostgres | None = None
+    if not url:
+        pg = EmbeddedPostgres(workdir / "postgres", free_port())
+        await asyncio.to_thread(pg.start)
+        url = pg.url
+    try:
+        await asyncio.to_thread(migrate, url.replace("postgresql://", "postgresql+asyncpg://", 1))
+        yield url
+    finally:
+        if pg is not None:
+            await asyncio.to_thread(pg.stop)
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(url)
+
+
+async def server_version(conn: asyncpg.Connection) -> str:
+    version: str = await conn.fetchval("SHOW server_version")
+    return version
+
+
+async def reset(conn: asyncpg.Connection) -> None:
+    await conn.execute("TRUNCATE generation_jobs")
+    await conn.execute("VACUUM ANALYZE generation_jobs")
+
+
+async def insert_pending(conn: asyncpg.Connection, count: int) -> float:
+    """Insert `count` due noop jobs and ANALYZE in one transaction; returns the commit's wall time.
+
+    ANALYZE counts the transaction's own uncommitted rows, so the planner knows the queue's size
+    before the first claim, and the workers (woken by the insert trigger's NOTIFY at commit) start
+    on a table with statistics — the same courtesy every baseline gets.
+    """
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO generation_jobs (num_images, provider) SELECT 1, 'noop' FROM generate_series(1, $1)", count
+        )
+        await conn.execute("ANALYZE generation_jobs")
+    return time.time()
+
+
+async def insert_finished(conn: asyncpg.Connection, count: int) -> None:
+    """Append `count` completed jobs, each 1 ms older than the last, below the oldest row."""
+    await conn.execute(
+        """
+        INSERT INTO generation_jobs
+            (status, num_images, provider, attempts, created_at, updated_at, run_after, started_at, completed_at)
+        SELECT 'completed', 1, 'noop', 1, t, t, t, t, t
+        FROM (
+            SELECT coalesce((SELECT min(created_at) FROM generation_jobs), now())
+                   - make_interval(secs => g * 0.001) AS t
+            FROM generate_series(1, $1) AS g
+        ) AS s
+        """,
+        count,
+    )
+    await conn.execute("VACUUM ANALYZE generation_jobs")
+
+
+async def wait_drained(conn: asyncpg.Connection, timeout: float) -> None:
+    """Wait until no job is pending or processing (bounded)."""
+    deadline = time.monotonic() + timeout
+    while await conn.fetchval(f"SELECT count(*) FROM generation_jobs WHERE {_LIVE}"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the queue did not drain within {timeout:.0f}s")
+        await asyncio.sleep(0.05)
+
+
+async def last_completion(conn: asyncpg.Connection) -> float:
+    value: float = await conn.fetchval("SELECT extract(epoch FROM max(completed_at))::float8 FROM generation_jobs")
+    return value
+
+
+async def started_at(conn: asyncpg.Connection, ids: list[str], timeout: float) -> dict[str, float]:
+    """Claim times (epoch seconds) of these jobs, waiting (bounded) until every one was claimed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await conn.fetch(
+            "SELECT id::text, extract(epoch FROM started_at)::float8 AS t FROM generation_jobs "
+            "WHERE id = ANY($1::uuid[]) AND started_at IS NOT NULL",
+            ids,
+        )
+        if len(rows) == len(ids) or time.monotonic() > deadline:
+            return {row["id"]: row["t"] for row in rows}
+        await asyncio.sleep(0.05)

@@ -1,0 +1,1 @@
+"""One module per figure; each returns the figures it measured."""

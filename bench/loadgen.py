@@ -1,0 +1,119 @@
+"""HTTP load generator (bench venv: aiohttp + uvloop): N keep-alive clients for a time or a count.
+
+Prints one JSON line: requests, rate, latency percentiles, status counts, and the client's own
+CPU use (a client near 100% of a core would be the bottleneck; it reports so rather than hide it).
+With --record, writes "job id, epoch seconds when its 202 arrived" for every accepted POST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+from bench.stats import latency_summary
+
+POST_BODY = {"numImages": 1, "provider": "noop"}
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    urls: list[str] = args.url
+    ids = Path(args.ids).read_text().split() if args.ids else []
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    records: list[tuple[str, float]] = []
+    issued = 0
+    start = time.monotonic()
+    measure_from = start + args.warmup
+    stop_at = start + args.warmup + (args.duration or args.max_seconds)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+
+    async def client(index: int, session: aiohttp.ClientSession) -> None:
+        nonlocal issued
+        base = urls[index % len(urls)]
+        while time.monotonic() < stop_at and (not args.total or issued < args.total):
+            issued += 1
+            sent = time.monotonic()
+            if args.mode == "post":
+                response = await session.post(f"{base}/generations", json=POST_BODY)
+            elif args.mode == "get":
+                response = await session.get(f"{base}/generations/{random.choice(ids)}")
+            else:
+                response = await session.get(f"{base}/healthz")
+            async with response:
+                body = await response.read()
+            done = time.monotonic()
+            if args.record and response.status == 202:
+                records.append((json.loads(body)["jobId"], time.time()))
+            latencies.append(done - sent)
+            statuses[response.status] += 1
+
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        while time.monotonic() < measure_from and args.total == 0:
+            await asyncio.gather(*(client_once(session, urls, args, ids) for _ in range(args.concurrency)))
+        cpu0, wall0 = _cpu_seconds(), time.monotonic()
+        await asyncio.gather(*(client(i, session) for i in range(args.concurrency)))
+        cpu1, wall1 = _cpu_seconds(), time.monotonic()
+    if args.record:
+        Path(args.record).write_text("\n".join(f"{job_id} {t:.6f}" for job_id, t in records))
+    seconds = wall1 - wall0
+    ok = sum(count for status, count in statuses.items() if status < 400)
+    return {
+        "requests": len(latencies),
+        "ok": ok,
+        "seconds": seconds,
+        "rate": ok / seconds if seconds else 0.0,
+        "latency_ms": latency_summary(latencies),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "client_cpu": (cpu1 - cpu0) / seconds if seconds else 0.0,
+    }
+
+
+async def client_once(
+    session: aiohttp.ClientSession, urls: list[str], args: argparse.Namespace, ids: list[str]
+) -> None:
+    """One warm-up request per client: opens the keep-alive connections before the clock starts."""
+    base = random.choice(urls)
+    if args.mode == "post":
+        response = await session.post(f"{base}/generations", json=POST_BODY)
+    elif args.mode == "get":
+        response = await session.get(f"{base}/generations/{random.choice(ids)}")
+    else:
+        response = await session.get(f"{base}/healthz")
+    async with response:
+        await response.read()
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", action="append", required=True, help="service base URL; repeat for several")
+    parser.add_argument("--mode", choices=["post", "get", "healthz"], required=True)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=0.0, help="timed seconds (after --warmup)")
+    parser.add_argument("--total", type=int, default=0, help="stop after this many requests instead")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="bound for --total runs")
+    parser.add_argument("--ids", help="file of job ids for --mode get")
+    parser.add_argument("--record", help="write accepted job ids and their 202 times here")
+    args = parser.parse_args()
+    if args.total:
+        args.warmup = 0.0
+    return args
+
+
+if __name__ == "__main__":
+    print(json.dumps(uvloop.run(main(parse()))))
