@@ -1,7 +1,7 @@
 """Procrastinate 3.10 draining pre-deferred no-op jobs with one async worker; prints jobs per second.
 
 The worker runs with wait=False (it stops once the queue is empty) and, since the task is async
-and does no work, the concurrency the service uses (its WORKER_CONCURRENCY default, 8) rather
+and does no work, the concurrency the service uses (its WORKER_CONCURRENCY default, 32) rather
 than Procrastinate's default of 1, which would only measure round trips.
 """
 
@@ -52,7 +52,7 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--jobs", type=int, default=50_000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=600)
     return parser.parse_args()
 
