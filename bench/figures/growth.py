@@ -13,7 +13,7 @@ import time
 import httpx
 
 from backend.config import Settings
-from backend.db import create_engine, create_sessionmaker
+from backend.db import create_engine
 from backend.repository import Cursor, JobRepository
 from backend.service import encode_cursor
 from bench import db
@@ -29,7 +29,7 @@ async def run(ctx: Context) -> list[Figure]:
     p = ctx.profile
     await db.reset(ctx.conn)
     engine = create_engine(Settings(database_url=ctx.database_url, _env_file=None))  # type: ignore[call-arg]
-    repo = JobRepository(create_sessionmaker(engine))
+    repo = JobRepository(engine)
     try:
         async with (
             services(ctx.database_url, 1, ctx.folder("growth"), WORKER_ENABLED="false") as procs,
