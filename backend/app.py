@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api import ops, router
 from backend.config import Settings, load_settings
-from backend.db import create_engine, database_down, head_revision
+from backend.db import WORKER_POOL_SIZE, create_engine, database_down, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
 from backend.logs import request_id_var
 from backend.metrics import HTTP_REQUESTS
@@ -47,7 +47,9 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         engine = create_engine(settings)
         repo = JobRepository(engine)
         storage = LocalStorage(settings.data_dir / "images")
-        worker = Worker(repo, enabled, storage, settings) if settings.worker_enabled else None
+        # The worker has a pool of its own, so a flood of requests cannot starve it of connections.
+        worker_engine = create_engine(settings, WORKER_POOL_SIZE) if settings.worker_enabled else None
+        worker = Worker(JobRepository(worker_engine), enabled, storage, settings) if worker_engine else None
         app.state.settings = settings
         app.state.engine = engine
         app.state.storage = storage
@@ -63,6 +65,8 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
                 await worker.stop()
             await close_providers(enabled)
             await engine.dispose()
+            if worker_engine is not None:
+                await worker_engine.dispose()
 
     app = FastAPI(
         title=settings.app_name,

@@ -20,12 +20,16 @@ ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+# The worker's own pool: claim loop, completion flusher, heartbeat, sweeper, and a spare.
+WORKER_POOL_SIZE = 5
+
+
+def create_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
     return create_async_engine(
         settings.sqlalchemy_url,
         # A fixed pool: overflow connections are opened and closed on every burst, and a new
         # connection costs far more than waiting a moment for a pooled one.
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         # No pre-ping: it would cost a round trip per checkout. After a restart the first
         # statement on a dead connection fails (503) and SQLAlchemy then recycles the whole pool.

@@ -13,7 +13,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, Text, cast, func, literal_column, select, text, tuple_, update
+from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    ColumnElement,
+    Executable,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -64,8 +79,36 @@ _INSERT_UNLESS_KEY_EXISTS = (
 )
 
 
-def _seconds(value: float) -> ColumnElement[Any]:
+def _seconds(value: float | BindParameter[float]) -> ColumnElement[Any]:
     return func.make_interval(0, 0, 0, 0, 0, 0, value)
+
+
+_DUE = (
+    select(jobs.c.id)
+    .where(
+        jobs.c.status == JobStatus.PENDING.value,
+        jobs.c.run_after <= func.now(),
+        jobs.c.provider == any_(bindparam("providers", type_=ARRAY(Text))),
+    )
+    .order_by(jobs.c.run_after)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+# The claim: one statement, in its own (auto)commit, built once.
+_CLAIM = (
+    update(jobs)
+    .where(jobs.c.id.in_(_DUE.scalar_subquery()))
+    .values(
+        status=_P,
+        lease_token=func.gen_random_uuid(),
+        lease_expires_at=func.now() + _seconds(bindparam("lease_seconds")),
+        attempts=jobs.c.attempts + 1,
+        worker_id=bindparam("worker_id"),
+        started_at=func.clock_timestamp(),
+        updated_at=func.now(),
+    )
+    .returning(*_ALL)
+)
 
 
 def _fenced(job_id: uuid.UUID, token: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
@@ -115,32 +158,8 @@ class JobRepository:
 
     async def claim(self, *, limit: int, lease_seconds: float, worker_id: str, providers: list[str]) -> list[Job]:
         """Take up to `limit` due pending jobs this worker can run, each with its own lease."""
-        due = (
-            select(jobs.c.id)
-            .where(
-                jobs.c.status == JobStatus.PENDING.value,
-                jobs.c.run_after <= func.now(),
-                jobs.c.provider.in_(providers),
-            )
-            .order_by(jobs.c.run_after)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id.in_(due.scalar_subquery()))
-            .values(
-                status=_P,
-                lease_token=func.gen_random_uuid(),
-                lease_expires_at=func.now() + _seconds(lease_seconds),
-                attempts=jobs.c.attempts + 1,
-                worker_id=worker_id,
-                started_at=func.clock_timestamp(),
-                updated_at=func.now(),
-            )
-            .returning(*_ALL)
-        )
-        return await self._jobs(stmt)
+        params = {"limit": limit, "lease_seconds": lease_seconds, "worker_id": worker_id, "providers": providers}
+        return await self._jobs(_CLAIM, params)
 
     async def renew(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
         """Extend the leases still held (job id -> token); return the ids we still own."""

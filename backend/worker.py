@@ -77,6 +77,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0  # provider calls in flight: what WORKER_CONCURRENCY bounds
         self._completions: list[tuple[Completion, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.listening = False
@@ -118,7 +119,7 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             self._wake.clear()
-            free = self.settings.worker_concurrency - len(self.running)
+            free = self.settings.worker_concurrency - self._busy
             want = min(free, self.settings.worker_claim_batch)
             if want > 0:
                 try:
@@ -149,7 +150,8 @@ class Worker:
         running = Running(job, job.lease_token)
         running.task = asyncio.create_task(self._run_job(running), name=f"job-{job.id}")
         self.running[job.id] = running
-        JOBS_IN_FLIGHT.set(len(self.running))
+        self._busy += 1
+        JOBS_IN_FLIGHT.set(self._busy)
 
     async def _run_job(self, running: Running) -> None:
         job, token = running.job, running.token
@@ -181,7 +183,8 @@ class Worker:
                 error = PermanentProviderError("internal_error", f"internal error ({type(exc).__name__})")
 
             # From here on the fenced write decides the outcome; a cancel must not cut it short.
-            running.finishing = True
+            # The provider is done, so its slot is free: the next claim overlaps this write.
+            self._release_slot(running)
             if error is not None:
                 await self._discard(job, keys)
                 await self._failed(running, error)
@@ -194,8 +197,14 @@ class Worker:
                 await self._discard(job, keys)
         finally:
             JOB_DURATION.labels(job.provider, outcome).observe(time.monotonic() - started)
+            self._release_slot(running)
             self.running.pop(job.id, None)
-            JOBS_IN_FLIGHT.set(len(self.running))
+
+    def _release_slot(self, running: Running) -> None:
+        if not running.finishing:
+            running.finishing = True
+            self._busy -= 1
+            JOBS_IN_FLIGHT.set(self._busy)
             self._wake.set()
 
     async def _generate(self, job: Job, keys: list[str]) -> str | None:
