@@ -135,6 +135,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("database error", exc_info=exc)
         return problem_response(Problem(500, "internal_error", "Internal error", "an unexpected error occurred"))
 
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer; the client gets none of it.
+        if database_down(exc):
+            return problem_response(unavailable("the database is unreachable; try again shortly"))
+        return problem_response(Problem(500, "internal_error", "Internal error", "an unexpected error occurred"))
+
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)

@@ -75,6 +75,10 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return result.scalar_one_or_none()
 
 
+class DatabaseUnavailable(ConnectionError):
+    """PostgreSQL could not be reached or dropped the connection (raised by the raw asyncpg path)."""
+
+
 # SQLSTATE classes that mean "the server is not there right now": connection
 # exceptions (08) and operator intervention such as shutdown or start-up (57P).
 _DOWN_SQLSTATES = ("08", "57P")

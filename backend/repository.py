@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     ColumnElement,
     Executable,
@@ -32,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.db import DatabaseUnavailable, database_down
 from backend.models import Job, JobStatus, jobs
 
 NEW_JOB_CHANNEL = "generation_jobs_new"
@@ -122,12 +124,25 @@ class JobRepository:
         async with self.engine.connect() as connection:
             return await connection.execute(stmt, params)
 
-    async def _fetch(self, sql: str, *args: object) -> list[Job]:
-        """The hottest statements skip SQLAlchemy's execution layer: asyncpg straight from the pool."""
+    async def _fetch_raw(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """The hottest statements skip SQLAlchemy's execution layer: asyncpg straight from the pool.
+
+        SQLAlchemy then cannot see a dropped connection, so this does its two jobs itself:
+        discard the pooled connection, and raise what the rest of the code knows as "down".
+        """
         async with self.engine.connect() as connection:
-            raw = (await connection.get_raw_connection()).driver_connection
-            assert raw is not None
-            return [Job.from_row(record) for record in await raw.fetch(sql, *args)]
+            raw: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+            try:
+                records: list[asyncpg.Record] = await raw.fetch(sql, *args)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if not (raw.is_closed() or database_down(exc)):
+                    raise
+                await connection.invalidate()
+                raise DatabaseUnavailable(str(exc)) from exc
+            return records
+
+    async def _fetch(self, sql: str, *args: object) -> list[Job]:
+        return [Job.from_row(record) for record in await self._fetch_raw(sql, *args)]
 
     async def _jobs(self, stmt: Executable, params: dict[str, Any] | None = None) -> list[Job]:
         return [Job.from_row(row) for row in await self._run(stmt, params)]
@@ -186,16 +201,13 @@ class JobRepository:
         Returns the ids that were still ours. Keys never contain a comma, so each job's
         keys travel as one comma-joined string and are split back into an array here.
         """
-        async with self.engine.connect() as connection:
-            raw = (await connection.get_raw_connection()).driver_connection
-            assert raw is not None
-            rows = await raw.fetch(
-                _COMPLETE_SQL,
-                [c.job_id for c in done],
-                [c.token for c in done],
-                [",".join(c.image_keys) for c in done],
-                [c.animal for c in done],
-            )
+        rows = await self._fetch_raw(
+            _COMPLETE_SQL,
+            [c.job_id for c in done],
+            [c.token for c in done],
+            [",".join(c.image_keys) for c in done],
+            [c.animal for c in done],
+        )
         return {row[0] for row in rows}
 
     async def fail(self, job_id: uuid.UUID, token: uuid.UUID, code: str, message: str) -> bool:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import AppFactory, wait_for_status
+from tests.conftest import APPS, AppFactory, wait_for_status
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -200,3 +200,20 @@ async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     assert {"/generations", "/generations/{job_id}", "/generations/{job_id}/cancel"} <= set(schema["paths"])
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_an_unexpected_error_is_a_problem_without_a_traceback(make_client: AppFactory) -> None:
+    client = await make_client(worker_enabled=False)
+
+    async def broken() -> None:
+        raise RuntimeError("secret internal detail")
+
+    APPS[client].add_api_route("/broken", broken)
+    # The app re-raises after answering so the server logs it; a real server keeps serving.
+    transport = httpx.ASGITransport(app=APPS[client], raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as raw:
+        response = await raw.get("/broken")
+
+    body = assert_problem(response, 500)
+    assert body["code"] == "internal_error"
+    assert "secret internal detail" not in response.text
