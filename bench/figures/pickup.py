@@ -55,7 +55,12 @@ async def run(ctx: Context) -> list[Figure]:
                 baseline_label="PgQueuer",
                 target=f"<= {limit:g} ms and <= PgQueuer" if limit else "",
                 passed=(ours.median <= limit and ours.median <= theirs.median) if limit else None,
-                note=f"{int(service_idle[0]['n'])} jobs per repetition" if q == "p50" else "",
+                note=(
+                    f"{int(service_idle[0]['n'])} jobs per repetition; below zero means the job was"
+                    " claimed before its 202 reached the client"
+                    if q == "p50"
+                    else ""
+                ),
             )
         )
     for q in ("p50", "p95", "p99"):
