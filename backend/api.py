@@ -72,11 +72,16 @@ def job_out(job: Job, storage: Storage, base: str) -> JobOut:
     )
 
 
+def json_response(job: JobOut, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The job as JSON. `response_model` still documents it; returning bytes skips FastAPI
+    validating the model a second time on the hot paths."""
+    return Response(job.model_dump_json(by_alias=True), status, headers, media_type="application/json")
+
+
 @router.post("/generations", status_code=202, response_model=JobOut, tags=["generations"])
 async def create_generation(
     body: GenerationCreate,
     request: Request,
-    response: Response,
     service: Service,
     storage: ImageStorage,
     idempotency_key: Annotated[
@@ -88,19 +93,18 @@ async def create_generation(
             description="Repeat a request safely: the same key and body return the same job.",
         ),
     ] = None,
-) -> JobOut:
+) -> Response:
     """Accept a job at once; poll its `Location` until it is `completed`."""
     job, replayed = await service.create(body, idempotency_key)
-    response.headers["Location"] = f"/generations/{job.id}"
-    response.headers["Retry-After"] = str(service.retry_after(job))
+    headers = {"Location": f"/generations/{job.id}", "Retry-After": str(service.retry_after(job))}
     if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return job_out(job, storage, base_url(request))
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(job_out(job, storage, base_url(request)), 202, headers)
 
 
 @router.get("/generations/{job_id}", response_model=JobOut, tags=["generations"])
-async def get_generation(job_id: str, request: Request, service: Service, storage: ImageStorage) -> JobOut:
-    return job_out(await service.get(job_id), storage, base_url(request))
+async def get_generation(job_id: str, request: Request, service: Service, storage: ImageStorage) -> Response:
+    return json_response(job_out(await service.get(job_id), storage, base_url(request)))
 
 
 @router.get("/generations", response_model=list[JobOut], tags=["generations"])
