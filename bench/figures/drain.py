@@ -4,7 +4,8 @@ The service: 1, 2 and 4 processes (API idle, worker at its defaults) drain rows 
 ANALYZEd in one transaction; the clock runs from its commit (whose NOTIFY wakes the workers) to
 the last `completed_at`. Baselines, same database, same run, their tables ANALYZEd before the
 timed part: PgQueuer with one dequeuer at batch 10 and with its benchmark's defaults (5 x 10),
-and Procrastinate with one async worker.
+each run between the service's own repetitions, and Procrastinate with one worker at the
+service's concurrency (32).
 """
 
 from __future__ import annotations
@@ -21,51 +22,73 @@ TARGET = 1.2
 async def run(ctx: Context) -> list[Figure]:
     p = ctx.profile
     jobs = p.drain_jobs
-    ours: dict[int, Stat] = {}
-    for count in (1, 2, 4):
-        rates: list[float] = []
-        async with services(ctx.database_url, count, ctx.folder(f"drain-{count}")) as _:
+    pgq_args = ("bench.baselines.pgqueuer_drain", "--dsn", ctx.database_url, "--jobs", str(jobs))
+    ours: dict[int, list[float]] = {1: [], 2: [], 4: []}
+    pgq_one: list[float] = []
+    pgq_default: list[float] = []
+    # The judged comparison is interleaved repetition by repetition (service, PgQueuer 1x10,
+    # PgQueuer 5x10, ...): this machine's speed drifts over minutes, and running one system's
+    # repetitions after the other's would charge that drift to whichever ran later.
+    async with services(ctx.database_url, 1, ctx.folder("drain-1")):
+        for _rep in range(p.repetitions):
+            ours[1].append(await _drain_service(ctx, jobs))
+            pgq_one.append(await _baseline(*pgq_args, "--dequeuers", "1"))
+            pgq_default.append(await _baseline(*pgq_args, "--dequeuers", "5"))
+    for count in (2, 4):
+        async with services(ctx.database_url, count, ctx.folder(f"drain-{count}")):
             for _rep in range(p.repetitions):
-                await db.reset(ctx.conn)
-                committed = await db.insert_pending(ctx.conn, jobs)
-                await db.wait_drained(ctx.conn, 600)
-                rates.append(jobs / (await db.last_completion(ctx.conn) - committed))
-        await db.reset(ctx.conn)
-        ours[count] = Stat.of(rates)
+                ours[count].append(await _drain_service(ctx, jobs))
+    procrastinate = [
+        await _baseline(
+            "bench.baselines.procrastinate_drain",
+            "--dsn",
+            ctx.database_url,
+            "--jobs",
+            str(p.procrastinate_jobs),
+            "--concurrency",
+            "32",
+        )
+        for _ in range(p.repetitions)
+    ]
 
-    pgq_one = await _baseline(ctx, "bench.baselines.pgqueuer_drain", "--jobs", str(jobs), "--dequeuers", "1")
-    pgq_default = await _baseline(ctx, "bench.baselines.pgqueuer_drain", "--jobs", str(jobs), "--dequeuers", "5")
-    procrastinate = await _baseline(
-        ctx, "bench.baselines.procrastinate_drain", "--jobs", str(p.procrastinate_jobs), "--concurrency", "32"
+    one, two, four = Stat.of(ours[1]), Stat.of(ours[2]), Stat.of(ours[4])
+    pgq1, pgq5 = Stat.of(pgq_one), Stat.of(pgq_default)
+    size = f"{jobs:,} jobs, interleaved with PgQueuer's runs" + (
+        " (quick profile; the full one uses 50,000)" if jobs < 50_000 else ""
     )
-
-    size = f"{jobs:,} jobs" + (" (quick profile; the full one uses 50,000)" if jobs < 50_000 else "")
-    figures = [
-        _figure("drain_1p_vs_pgq1", "3. drain, 1 process", ours[1], pgq_one, "PgQueuer 1x10", True, size),
-        _figure("drain_1p_vs_pgq5", "3. drain, 1 process", ours[1], pgq_default, "PgQueuer 5x10", True, ""),
+    return [
+        _figure("drain_1p_vs_pgq1", "3. drain, 1 process", one, pgq1, "PgQueuer 1x10", True, size),
+        _figure("drain_1p_vs_pgq5", "3. drain, 1 process", one, pgq5, "PgQueuer 5x10", True, ""),
         _figure(
             "drain_1p_vs_procrastinate",
             "3. drain, 1 process",
-            ours[1],
-            procrastinate,
+            one,
+            Stat.of(procrastinate),
             "Procrastinate c=32",
             False,
             f"Procrastinate drained {p.procrastinate_jobs:,} jobs",
         ),
-        _figure("drain_2p", "3. drain, 2 processes", ours[2], pgq_one, "PgQueuer 1x10", False, ""),
-        _figure("drain_4p", "3. drain, 4 processes", ours[4], pgq_one, "PgQueuer 1x10", False, ""),
+        _figure("drain_2p", "3. drain, 2 processes", two, pgq1, "PgQueuer 1x10", False, ""),
+        _figure("drain_4p", "3. drain, 4 processes", four, pgq1, "PgQueuer 1x10", False, ""),
     ]
-    return figures
 
 
-async def _baseline(ctx: Context, module: str, *args: str) -> Stat:
-    rates = []
-    for _ in range(ctx.profile.repetitions):
-        result = await run_json(module, "--dsn", ctx.database_url, *args, timeout=900)
-        if result["left"]:
-            raise RuntimeError(f"{module} left {result['left']} jobs undone")
-        rates.append(result["rate"])
-    return Stat.of(rates)
+async def _drain_service(ctx: Context, jobs: int) -> float:
+    """One timed drain by the running service processes: from the insert's commit to the last completion."""
+    await db.reset(ctx.conn)
+    committed = await db.insert_pending(ctx.conn, jobs)
+    await db.wait_drained(ctx.conn, 600)
+    rate = jobs / (await db.last_completion(ctx.conn) - committed)
+    await db.reset(ctx.conn)
+    return rate
+
+
+async def _baseline(module: str, *args: str) -> float:
+    result = await run_json(module, *args, timeout=900)
+    if result["left"]:
+        raise RuntimeError(f"{module} left {result['left']} jobs undone")
+    rate: float = result["rate"]
+    return rate
 
 
 def _figure(key: str, label: str, value: Stat, baseline: Stat, name: str, judged: bool, note: str) -> Figure:
