@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from backend.db import current_revision, database_down
 from backend.errors import PROBLEM_JSON, not_found
 from backend.metrics import QUEUE_DEPTH
-from backend.models import Job, JobStatus
+from backend.models import FINISHED, Job, JobStatus
 from backend.schemas import GenerationCreate, Health, JobError, JobOut
 from backend.service import JobService
 from backend.storage import LocalStorage, Storage
@@ -52,7 +52,7 @@ def base_url(request: Request) -> str:
 
 
 def job_out(job: Job, storage: Storage, base: str) -> JobOut:
-    finished = job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+    finished = job.status in FINISHED
     return JobOut(
         job_id=job.id,
         status=JobStatus(job.status),

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Text,
     cast,
     func,
-    literal_column,
     select,
     text,
     tuple_,
@@ -41,7 +40,6 @@ CANCEL_CHANNEL = "generation_jobs_cancel"
 
 _P = JobStatus.PROCESSING.value
 _LIVE = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
-_FINISHED = (JobStatus.COMPLETED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value)
 _ALL = tuple(jobs.c)
 
 
@@ -71,7 +69,6 @@ class Cursor:
 
 
 # Built once: the hot path only binds parameters.
-_INSERT = insert(jobs).returning(*_ALL)
 # Only our own column names are interpolated into SQL (hence the S608 ignore in pyproject).
 _COLUMNS = ", ".join(column.name for column in _ALL)
 _INSERT_SQL = f"INSERT INTO generation_jobs (num_images, prompt, provider) VALUES ($1, $2, $3) RETURNING {_COLUMNS}"
@@ -332,6 +329,3 @@ class JobRepository:
         counts = {status: 0 for status in _LIVE}
         counts.update({row.status: row.count for row in await self._run(stmt)})
         return counts
-
-    async def ping(self) -> None:
-        await self._run(select(literal_column("1")))
