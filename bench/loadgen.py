@@ -47,19 +47,12 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         while time.monotonic() < stop_at and (not args.total or issued < args.total):
             issued += 1
             sent = time.monotonic()
-            if args.mode == "post":
-                response = await session.post(f"{base}/generations", json=POST_BODY)
-            elif args.mode == "get":
-                response = await session.get(f"{base}/generations/{random.choice(ids)}")
-            else:
-                response = await session.get(f"{base}/healthz")
-            async with response:
-                body = await response.read()
+            status, body = await request(session, base, args.mode, ids)
             done = time.monotonic()
-            if args.record and response.status == 202:
+            if args.record and status == 202:
                 records.append((json.loads(body)["jobId"], time.time()))
             latencies.append(done - sent)
-            statuses[response.status] += 1
+            statuses[status] += 1
 
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -87,15 +80,19 @@ async def client_once(
     session: aiohttp.ClientSession, urls: list[str], args: argparse.Namespace, ids: list[str]
 ) -> None:
     """One warm-up request per client: opens the keep-alive connections before the clock starts."""
-    base = random.choice(urls)
-    if args.mode == "post":
+    await request(session, random.choice(urls), args.mode, ids)
+
+
+async def request(session: aiohttp.ClientSession, base: str, mode: str, ids: list[str]) -> tuple[int, bytes]:
+    """One request of the kind `mode` names; returns its status and body."""
+    if mode == "post":
         response = await session.post(f"{base}/generations", json=POST_BODY)
-    elif args.mode == "get":
+    elif mode == "get":
         response = await session.get(f"{base}/generations/{random.choice(ids)}")
     else:
         response = await session.get(f"{base}/healthz")
     async with response:
-        await response.read()
+        return response.status, await response.read()
 
 
 def parse() -> argparse.Namespace:

@@ -35,17 +35,7 @@ def _env() -> dict[str, str]:
 
 async def run_json(module: str, *args: str, timeout: float) -> dict[str, Any]:
     """Run `python -m module args` in the bench venv; its last stdout line is a JSON object."""
-    process = await asyncio.create_subprocess_exec(
-        str(bench_python()),
-        "-m",
-        module,
-        *args,
-        cwd=ROOT,
-        env=_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=die_with_parent,
-    )
+    process = await _spawn(module, args, asyncio.subprocess.PIPE, asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
     finally:
@@ -63,21 +53,26 @@ async def run_json(module: str, *args: str, timeout: float) -> dict[str, Any]:
 async def background(module: str, *args: str, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     """A bench-venv child running alongside a measurement; killed if still alive at the end."""
     with log.open("ab") as out:
-        process = await asyncio.create_subprocess_exec(
-            str(bench_python()),
-            "-m",
-            module,
-            *args,
-            cwd=ROOT,
-            env=_env(),
-            stdout=out,
-            stderr=out,
-            preexec_fn=die_with_parent,
-        )
+        process = await _spawn(module, args, out, out)
     try:
         yield process
     finally:
         await _kill(process)
+
+
+async def _spawn(module: str, args: tuple[str, ...], stdout: Any, stderr: Any) -> asyncio.subprocess.Process:
+    """`python -m module args` in the bench venv, dying with us."""
+    return await asyncio.create_subprocess_exec(
+        str(bench_python()),
+        "-m",
+        module,
+        *args,
+        cwd=ROOT,
+        env=_env(),
+        stdout=stdout,
+        stderr=stderr,
+        preexec_fn=die_with_parent,
+    )
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
