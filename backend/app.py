@@ -20,16 +20,18 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.api import ops, router
+from backend import ops
 from backend.config import Settings, load_settings
 from backend.db import WORKER_POOL_SIZE, create_engine, database_down, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
+from backend.jobs import endpoints as jobs_endpoints
+from backend.jobs.repository import JobRepository
+from backend.jobs.service import JobService
 from backend.logs import request_id_var
 from backend.metrics import HTTP_REQUESTS
 from backend.providers import Provider, build_providers, close_providers
-from backend.repository import JobRepository
-from backend.service import JobService
-from backend.storage import LocalStorage
+from backend.storage import endpoints as storage_endpoints
+from backend.storage.local import LocalStorage
 from backend.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,9 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.include_router(router)
-    app.include_router(ops)
+    app.include_router(jobs_endpoints.router)
+    app.include_router(storage_endpoints.router)
+    app.include_router(ops.router)
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)  # outermost: it sees every request and answer
     _install_error_handlers(app)

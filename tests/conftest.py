@@ -24,8 +24,8 @@ from backend.app import create_app
 from backend.config import Settings
 from backend.db import migrate_async
 from backend.embedded_pg import EmbeddedPostgres, free_port
+from backend.jobs.repository import JobRepository
 from backend.providers import Provider
-from backend.repository import JobRepository
 
 ROOT = Path(__file__).resolve().parent.parent
 

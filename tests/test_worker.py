@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from backend.jobs.repository import Completion, JobRepository, NewJob
 from backend.providers import PermanentProviderError, TransientProviderError
-from backend.repository import Completion, JobRepository, NewJob
 from tests.conftest import APPS, AppFactory, asyncpg_url, wait_for_status
 from tests.fakes import ScriptedProvider
 
@@ -363,6 +363,6 @@ async def test_worker_claims_only_jobs_for_its_providers(make_client: AppFactory
 def test_job_record_matches_the_table() -> None:
     from dataclasses import fields
 
-    from backend.models import Job, jobs
+    from backend.jobs.models import Job, jobs
 
     assert [f.name for f in fields(Job)] == [c.name for c in jobs.c]

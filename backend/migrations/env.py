@@ -9,7 +9,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.config import load_settings
-from backend.models import Base
+from backend.jobs.models import Base
 
 # Any constant works; it only has to be the same for every replica.
 MIGRATION_LOCK_KEY = 0x6A0B5

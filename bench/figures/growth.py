@@ -20,8 +20,8 @@ import httpx
 
 from backend.config import Settings
 from backend.db import create_engine, migrate
-from backend.repository import Cursor, JobRepository
-from backend.service import encode_cursor
+from backend.jobs.repository import Cursor, JobRepository
+from backend.jobs.service import encode_cursor
 from bench import db
 from bench.context import Context
 from bench.service import services

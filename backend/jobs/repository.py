@@ -33,7 +33,7 @@ from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import DatabaseUnavailable, database_down
-from backend.models import Job, JobStatus, jobs
+from backend.jobs.models import Job, JobStatus, jobs
 
 NEW_JOB_CHANNEL = "generation_jobs_new"
 CANCEL_CHANNEL = "generation_jobs_cancel"

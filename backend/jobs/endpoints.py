@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import FileResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from backend.db import current_revision, database_down
-from backend.errors import PROBLEM_JSON, not_found
-from backend.metrics import QUEUE_DEPTH
-from backend.models import FINISHED, Job, JobStatus
-from backend.schemas import GenerationCreate, Health, JobError, JobOut
-from backend.service import JobService
-from backend.storage import LocalStorage, Storage
-from backend.worker import Worker
+from backend.deps import ImageStorage, Service, base_url
+from backend.errors import PROBLEM_JSON
+from backend.jobs.models import FINISHED, Job, JobStatus
+from backend.jobs.schemas import GenerationCreate, JobError, JobOut
+from backend.storage import Storage
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
     code: {"description": description, "content": {PROBLEM_JSON: {}}}
@@ -29,26 +24,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-# Dependencies are `async def` on purpose: FastAPI runs a plain `def` one in a thread pool.
-async def get_service(request: Request) -> JobService:
-    service: JobService = request.app.state.service
-    return service
-
-
-async def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
-
-
-Service = Annotated[JobService, Depends(get_service)]
-ImageStorage = Annotated[Storage, Depends(get_storage)]
-
 router = APIRouter(responses=PROBLEM_RESPONSES)
-
-
-def base_url(request: Request) -> str:
-    configured: str | None = request.app.state.settings.public_base_url
-    return (configured or str(request.base_url)).rstrip("/")
 
 
 def job_out(job: Job, storage: Storage, base: str) -> JobOut:
@@ -132,65 +108,3 @@ async def list_generations(
 async def cancel_generation(job_id: str, request: Request, service: Service, storage: ImageStorage) -> JobOut:
     """Cancel a pending or running job. A finished job answers 409."""
     return job_out(await service.cancel(job_id), storage, base_url(request))
-
-
-@router.get(
-    "/images/{job_id}/{name}",
-    response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}},
-    tags=["images"],
-)
-async def get_image(job_id: str, name: str, storage: ImageStorage) -> FileResponse:
-    key = f"{job_id}/{name}"
-    path = storage.path(key) if isinstance(storage, LocalStorage) else None
-    if path is None:
-        raise not_found(f"image {key!r}")
-    # Keys are never reused for other bytes, so clients and proxies may cache forever.
-    return FileResponse(
-        path,
-        media_type=LocalStorage.content_type(key),
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
-    )
-
-
-ops = APIRouter(tags=["operations"])
-
-
-@ops.get("/healthz", response_model=Health)
-async def healthz() -> Health:
-    """The process is alive."""
-    return Health(status="ok")
-
-
-@ops.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-async def readyz(request: Request, response: Response) -> Health:
-    """Ready to serve: database reachable, schema at head, worker running."""
-    state = request.app.state
-    checks: dict[str, str] = {}
-    try:
-        revision = await current_revision(state.engine)
-        checks["database"] = "ok"
-        checks["schema"] = "ok" if revision == state.head_revision else f"at {revision}, head is {state.head_revision}"
-    except Exception as exc:
-        if not database_down(exc):
-            raise
-        checks["database"] = "unreachable"
-    worker: Worker | None = state.worker
-    if worker is not None:
-        checks["worker"] = "ok" if worker.alive and worker.listening else "not running"
-    ready = all(value == "ok" for value in checks.values())
-    if not ready:
-        response.status_code = 503
-    return Health(status="ok" if ready else "unavailable", checks=checks)
-
-
-@ops.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(service: Service) -> Response:
-    """Prometheus metrics; queue depth is read from the database at scrape time."""
-    try:
-        for status, count in (await service.repo.count_by_status()).items():
-            QUEUE_DEPTH.labels(status).set(count)
-    except Exception as exc:
-        if not database_down(exc):
-            raise
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -23,6 +23,8 @@ import asyncpg
 
 from backend.config import Settings
 from backend.db import database_down
+from backend.jobs.models import Job
+from backend.jobs.repository import CANCEL_CHANNEL, NEW_JOB_CHANNEL, Completion, JobRepository
 from backend.metrics import (
     CLAIM_LATENCY,
     JOB_DURATION,
@@ -32,7 +34,6 @@ from backend.metrics import (
     JOBS_RECLAIMED,
     JOBS_RETRIED,
 )
-from backend.models import Job
 from backend.providers import (
     GenerationSpec,
     PermanentProviderError,
@@ -40,7 +41,6 @@ from backend.providers import (
     ProviderError,
     TransientProviderError,
 )
-from backend.repository import CANCEL_CHANNEL, NEW_JOB_CHANNEL, Completion, JobRepository
 from backend.storage import Storage, image_key
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from backend.models import JobStatus
+from backend.jobs.models import JobStatus
 
 PROMPT_MAX_LENGTH = 1000
 

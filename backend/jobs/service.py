@@ -13,11 +13,11 @@ from datetime import datetime
 
 from backend.config import Settings
 from backend.errors import FieldError, Problem, not_found, validation_problem
+from backend.jobs.models import Job, JobStatus
+from backend.jobs.repository import Cursor, JobRepository, NewJob
+from backend.jobs.schemas import GenerationCreate
 from backend.metrics import JOBS_CANCELED, JOBS_CREATED
-from backend.models import Job, JobStatus
 from backend.providers import Provider
-from backend.repository import Cursor, JobRepository, NewJob
-from backend.schemas import GenerationCreate
 
 log = logging.getLogger(__name__)
 

@@ -1,31 +1,15 @@
-"""Where images live. The default keeps files under DATA_DIR and the app serves them."""
+"""The default storage: files under DATA_DIR, served by the app."""
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Protocol
 
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-# Keys are "<job uuid>/<index>.<ext>": nothing a client sends can name another path.
-KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/\d{1,4}\.(png|jpg|webp)$")
-
-
-def image_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
-    return f"{job_id}/{index}.{EXTENSIONS.get(content_type, 'png')}"
-
-
-class Storage(Protocol):
-    async def save(self, key: str, data: bytes) -> None: ...
-
-    async def delete_job(self, job_id: uuid.UUID) -> None: ...
-
-    def url(self, key: str, base_url: str) -> str: ...
+from backend.storage import KEY_PATTERN
 
 
 class LocalStorage:

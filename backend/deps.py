@@ -1,0 +1,30 @@
+"""Named FastAPI dependencies shared by every capability's routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from backend.jobs.service import JobService
+from backend.storage import Storage
+
+
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` one in a thread pool.
+async def get_service(request: Request) -> JobService:
+    service: JobService = request.app.state.service
+    return service
+
+
+async def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+Service = Annotated[JobService, Depends(get_service)]
+ImageStorage = Annotated[Storage, Depends(get_storage)]
+
+
+def base_url(request: Request) -> str:
+    configured: str | None = request.app.state.settings.public_base_url
+    return (configured or str(request.base_url)).rstrip("/")

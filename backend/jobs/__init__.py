@@ -1,0 +1,1 @@
+"""The job engine: the table, its SQL, the rules, and the HTTP routes for generation jobs."""
