@@ -28,6 +28,8 @@ from backend.jobs.repository import JobRepository
 from backend.providers import Provider
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tables whose rows a migration seeds and the app needs (kept between tests).
+KEEP_ROWS: frozenset[str] = frozenset()
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +53,9 @@ def asyncpg_url(url: str) -> str:
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_async_engine(asyncpg_url(database_url))
     async with engine.begin() as connection:
-        # Start from nothing but our own objects, even on a shared test database.
-        await connection.execute(text("DROP TABLE IF EXISTS generation_jobs, alembic_version CASCADE"))
-        await connection.execute(text("DROP FUNCTION IF EXISTS generation_jobs_notify_new() CASCADE"))
+        # Start from nothing but our own objects: the test database is ours alone.
+        await connection.execute(text("DROP SCHEMA public CASCADE"))
+        await connection.execute(text("CREATE SCHEMA public"))
         await migrate_async(connection)
     yield engine
     await engine.dispose()
@@ -65,7 +67,17 @@ async def clean_tables(request: pytest.FixtureRequest) -> None:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
     async with engine.begin() as connection:
-        await connection.execute(text("TRUNCATE generation_jobs"))
+        # Every table of ours but the migration marker and reference data a migration seeded.
+        tables = await connection.scalars(
+            text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename <> 'alembic_version' AND tablename <> ALL(:keep)"
+            ),
+            {"keep": list(KEEP_ROWS)},
+        )
+        names = ", ".join(f'"{name}"' for name in tables)
+        if names:
+            await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture
