@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from backend.accounts import ANONYMOUS, Account
 from backend.jobs.service import JobService
 from backend.storage import Storage
 
@@ -21,8 +22,14 @@ async def get_storage(request: Request) -> Storage:
     return storage
 
 
+async def current_account(request: Request) -> Account:
+    """The account the request acts as (the anonymous one until API keys are checked)."""
+    return ANONYMOUS
+
+
 Service = Annotated[JobService, Depends(get_service)]
 ImageStorage = Annotated[Storage, Depends(get_storage)]
+CurrentAccount = Annotated[Account, Depends(current_account)]
 
 
 def base_url(request: Request) -> str:

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from backend.accounts import ANONYMOUS_ACCOUNT_ID
 from backend.app import create_app
 from backend.config import Settings
 from backend.db import migrate_async
@@ -29,7 +30,7 @@ from backend.providers import Provider
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tables whose rows a migration seeds and the app needs (kept between tests).
-KEEP_ROWS: frozenset[str] = frozenset()
+KEEP_ROWS: frozenset[str] = frozenset({"accounts"})
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +79,10 @@ async def clean_tables(request: pytest.FixtureRequest) -> None:
         names = ", ".join(f'"{name}"' for name in tables)
         if names:
             await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        # Keep the built-in anonymous account that the migration seeded; drop the ones tests made.
+        await connection.execute(
+            text("DELETE FROM accounts WHERE id <> CAST(:anonymous AS uuid)"), {"anonymous": str(ANONYMOUS_ACCOUNT_ID)}
+        )
 
 
 @pytest.fixture

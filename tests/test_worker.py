@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from backend.accounts import ANONYMOUS_ACCOUNT_ID
 from backend.jobs.repository import Completion, JobRepository, NewJob
 from backend.providers import PermanentProviderError, TransientProviderError
 from tests.conftest import APPS, AppFactory, asyncpg_url, wait_for_status
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("engine")
 
 
 async def insert_jobs(repo: JobRepository, count: int, provider: str = "animals") -> list[uuid.UUID]:
-    return [(await repo.create(NewJob(1, None, provider)))[0].id for _ in range(count)]
+    return [(await repo.create(NewJob(1, None, provider, ANONYMOUS_ACCOUNT_ID)))[0].id for _ in range(count)]
 
 
 async def test_two_workers_never_claim_the_same_job(database_url: str, repo: JobRepository) -> None:
@@ -59,7 +60,7 @@ async def test_claim_sets_a_lease_and_writes_are_fenced(repo: JobRepository) -> 
     keys = [f"{job_id}/0.png", f"{job_id}/1.png"]
     assert await repo.complete([Completion(job_id, job.lease_token, keys, "owl")]) == {job_id}
     assert not await repo.complete([Completion(job_id, job.lease_token, [], None)]), "a second completion landed"
-    done = await repo.get(job_id)
+    done = await repo.get(job_id, ANONYMOUS_ACCOUNT_ID)
     assert done is not None and done.status == "completed" and done.lease_token is None
     assert (done.image_keys, done.animal) == (keys, "owl")
 
@@ -75,7 +76,11 @@ async def test_one_completion_statement_fences_each_job(repo: JobRepository) -> 
     ]
 
     assert await repo.complete(done) == {first.id, third.id}
-    statuses = {job.id: job.status for job in [await repo.get(j.id) for j in (first, second, third)] if job}
+    statuses = {
+        job.id: job.status
+        for job in [await repo.get(j.id, ANONYMOUS_ACCOUNT_ID) for j in (first, second, third)]
+        if job
+    }
     assert statuses == {first.id: "completed", second.id: "processing", third.id: "completed"}
 
 
@@ -249,9 +254,9 @@ async def test_shutdown_hands_unfinished_jobs_back(make_client: AppFactory, repo
 
     await APPS[client].state.worker.stop()
 
-    back = await repo.get(uuid.UUID(stuck["jobId"]))
+    back = await repo.get(uuid.UUID(stuck["jobId"]), ANONYMOUS_ACCOUNT_ID)
     assert back is not None and back.status == "pending" and back.attempts == 0 and back.lease_token is None
-    finished = await repo.get(uuid.UUID(done["jobId"]))
+    finished = await repo.get(uuid.UUID(done["jobId"]), ANONYMOUS_ACCOUNT_ID)
     assert finished is not None and finished.status == "completed"
 
 
@@ -338,13 +343,16 @@ async def test_retention_prunes_old_finished_jobs_and_their_images(
     await make_client(job_retention_seconds=86400, providers="noop", default_provider="noop")
 
     deadline = time.monotonic() + 10
-    while await repo.get(old_done) is not None or await repo.get(old_failed) is not None:
+    while (
+        await repo.get(old_done, ANONYMOUS_ACCOUNT_ID) is not None
+        or await repo.get(old_failed, ANONYMOUS_ACCOUNT_ID) is not None
+    ):
         assert time.monotonic() < deadline, "old finished jobs were not pruned"
         await asyncio.sleep(0.05)
     assert not (images / str(old_done)).exists()
     assert (images / str(recent_done) / "0.png").exists()
-    assert await repo.get(recent_done) is not None
-    kept = await repo.get(old_pending)
+    assert await repo.get(recent_done, ANONYMOUS_ACCOUNT_ID) is not None
+    kept = await repo.get(old_pending, ANONYMOUS_ACCOUNT_ID)
     assert kept is not None
     assert kept.status == "pending"  # live jobs are never pruned, however old
 
@@ -355,7 +363,7 @@ async def test_worker_claims_only_jobs_for_its_providers(make_client: AppFactory
     client = await make_client(providers="noop", default_provider="noop")
 
     await wait_for_status(client, str(noop_job), {"completed"})
-    job = await repo.get(animals_job)
+    job = await repo.get(animals_job, ANONYMOUS_ACCOUNT_ID)
     assert job is not None
     assert (job.status, job.attempts) == ("pending", 0)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from backend.deps import ImageStorage, Service, base_url
+from backend.deps import CurrentAccount, ImageStorage, Service, base_url
 from backend.errors import PROBLEM_JSON
 from backend.jobs.models import FINISHED, Job, JobStatus
 from backend.jobs.schemas import GenerationCreate, JobError, JobOut
@@ -60,6 +60,7 @@ async def create_generation(
     request: Request,
     service: Service,
     storage: ImageStorage,
+    account: CurrentAccount,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -71,7 +72,7 @@ async def create_generation(
     ] = None,
 ) -> Response:
     """Accept a job at once; poll its `Location` until it is `completed`."""
-    job, replayed = await service.create(body, idempotency_key)
+    job, replayed = await service.create(account, body, idempotency_key)
     headers = {"Location": f"/generations/{job.id}", "Retry-After": str(service.retry_after(job))}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -79,8 +80,10 @@ async def create_generation(
 
 
 @router.get("/generations/{job_id}", response_model=JobOut, tags=["generations"])
-async def get_generation(job_id: str, request: Request, service: Service, storage: ImageStorage) -> Response:
-    return json_response(job_out(await service.get(job_id), storage, base_url(request)))
+async def get_generation(
+    job_id: str, request: Request, service: Service, storage: ImageStorage, account: CurrentAccount
+) -> Response:
+    return json_response(job_out(await service.get(account, job_id), storage, base_url(request)))
 
 
 @router.get("/generations", response_model=list[JobOut], tags=["generations"])
@@ -89,6 +92,7 @@ async def list_generations(
     response: Response,
     service: Service,
     storage: ImageStorage,
+    account: CurrentAccount,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
     cursor: Annotated[
@@ -96,7 +100,7 @@ async def list_generations(
     ] = None,
 ) -> list[JobOut]:
     """Jobs, newest first. The next page's URL is in the `Link` header."""
-    jobs, next_cursor = await service.list(limit=limit, status=status, cursor=cursor)
+    jobs, next_cursor = await service.list(account, limit=limit, status=status, cursor=cursor)
     if next_cursor is not None:
         next_url = request.url.include_query_params(cursor=next_cursor, limit=limit)
         response.headers["Link"] = f'<{next_url}>; rel="next"'
@@ -105,6 +109,8 @@ async def list_generations(
 
 
 @router.post("/generations/{job_id}/cancel", response_model=JobOut, tags=["generations"])
-async def cancel_generation(job_id: str, request: Request, service: Service, storage: ImageStorage) -> JobOut:
+async def cancel_generation(
+    job_id: str, request: Request, service: Service, storage: ImageStorage, account: CurrentAccount
+) -> JobOut:
     """Cancel a pending or running job. A finished job answers 409."""
-    return job_out(await service.cancel(job_id), storage, base_url(request))
+    return job_out(await service.cancel(account, job_id), storage, base_url(request))

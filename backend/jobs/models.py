@@ -8,13 +8,32 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, DateTime, Integer, String, Table, Text, func, text
+from sqlalchemy import ARRAY, DateTime, ForeignKey, Integer, LargeBinary, String, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from backend.accounts import ANONYMOUS_ACCOUNT_ID
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class AccountTable(Base):
+    """API keys' accounts (one key, one account). Only a hash of each key is stored."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[bytes | None] = mapped_column(LargeBinary, unique=True)
+    webhook_secret: Mapped[str | None] = mapped_column(Text)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class JobStatus(enum.StrEnum):
@@ -55,6 +74,9 @@ class JobTable(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    account_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("accounts.id"), server_default=text(f"'{ANONYMOUS_ACCOUNT_ID}'::uuid")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +105,7 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    account_id: uuid.UUID
 
     @classmethod
     def from_row(cls, row: Any) -> Job:

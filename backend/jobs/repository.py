@@ -48,6 +48,7 @@ class NewJob:
     num_images: int
     prompt: str | None
     provider: str
+    account_id: uuid.UUID
     idempotency_key: str | None = None
     request_hash: str | None = None
 
@@ -71,12 +72,18 @@ class Cursor:
 # Built once: the hot path only binds parameters.
 # Only our own column names are interpolated into SQL (hence the S608 ignore in pyproject).
 _COLUMNS = ", ".join(column.name for column in _ALL)
-_INSERT_SQL = f"INSERT INTO generation_jobs (num_images, prompt, provider) VALUES ($1, $2, $3) RETURNING {_COLUMNS}"
-_GET_SQL = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1"
+_INSERT_SQL = (
+    "INSERT INTO generation_jobs (num_images, prompt, provider, account_id)"
+    f" VALUES ($1, $2, $3, $4) RETURNING {_COLUMNS}"
+)
+# Every read a client makes is scoped to its account: another account's job does not exist.
+_GET_SQL = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1 AND account_id = $2"
 # A concurrent twin blocks on the unique index until the first commits, then does nothing.
 _INSERT_UNLESS_KEY_EXISTS = (
     insert(jobs)
-    .on_conflict_do_nothing(index_elements=[jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.is_not(None))
+    .on_conflict_do_nothing(
+        index_elements=[jobs.c.account_id, jobs.c.idempotency_key], index_where=jobs.c.idempotency_key.is_not(None)
+    )
     .returning(*_ALL)
 )
 
@@ -152,21 +159,31 @@ class JobRepository:
             "provider": new.provider,
             "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash,
+            "account_id": new.account_id,
         }
         if new.idempotency_key is None:
-            return (await self._fetch(_INSERT_SQL, new.num_images, new.prompt, new.provider))[0], True
+            return (await self._fetch(_INSERT_SQL, new.num_images, new.prompt, new.provider, new.account_id))[0], True
         created = await self._jobs(_INSERT_UNLESS_KEY_EXISTS, params)
         if created:
             return created[0], True
-        existing = await self._jobs(select(*_ALL).where(jobs.c.idempotency_key == new.idempotency_key))
+        existing = await self._jobs(
+            select(*_ALL).where(jobs.c.account_id == new.account_id, jobs.c.idempotency_key == new.idempotency_key)
+        )
         return existing[0], False
 
-    async def get(self, job_id: uuid.UUID) -> Job | None:
-        found = await self._fetch(_GET_SQL, job_id)
+    async def get(self, job_id: uuid.UUID, account_id: uuid.UUID) -> Job | None:
+        found = await self._fetch(_GET_SQL, job_id, account_id)
         return found[0] if found else None
 
-    async def page(self, *, limit: int, status: JobStatus | None, after: Cursor | None) -> list[Job]:
-        stmt = select(*_ALL).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+    async def page(
+        self, *, account_id: uuid.UUID, limit: int, status: JobStatus | None, after: Cursor | None
+    ) -> list[Job]:
+        stmt = (
+            select(*_ALL)
+            .where(jobs.c.account_id == account_id)
+            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+            .limit(limit)
+        )
         if status is not None:
             stmt = stmt.where(jobs.c.status == status.value)
         if after is not None:
@@ -260,11 +277,11 @@ class JobRepository:
         params = {"id": job_id, "token": token, "channel": NEW_JOB_CHANNEL}
         return (await self._run(stmt, params)).first() is not None
 
-    async def cancel(self, job_id: uuid.UUID) -> Job | None:
+    async def cancel(self, job_id: uuid.UUID, account_id: uuid.UUID) -> Job | None:
         """Cancel a live job and tell its worker, in one statement; None if not live."""
         canceled = (
             update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status.in_(_LIVE))
+            .where(jobs.c.id == job_id, jobs.c.account_id == account_id, jobs.c.status.in_(_LIVE))
             .values(
                 status=JobStatus.CANCELED.value,
                 lease_token=None,

@@ -11,6 +11,7 @@ import math
 import uuid
 from datetime import datetime
 
+from backend.accounts import Account
 from backend.config import Settings
 from backend.errors import FieldError, Problem, not_found, validation_problem
 from backend.jobs.models import Job, JobStatus
@@ -28,7 +29,9 @@ class JobService:
         self.providers = providers
         self.settings = settings
 
-    async def create(self, request: GenerationCreate, idempotency_key: str | None) -> tuple[Job, bool]:
+    async def create(
+        self, account: Account, request: GenerationCreate, idempotency_key: str | None
+    ) -> tuple[Job, bool]:
         """Accept a job; returns (job, replayed) where replayed means an idempotent repeat."""
         errors = []
         if request.num_images > self.settings.max_images_per_job:
@@ -48,7 +51,7 @@ class JobService:
 
         request_hash = _fingerprint(request) if idempotency_key is not None else None
         job, created = await self.repo.create(
-            NewJob(request.num_images, request.prompt, provider, idempotency_key, request_hash)
+            NewJob(request.num_images, request.prompt, provider, account.id, idempotency_key, request_hash)
         )
         if created:
             JOBS_CREATED.labels(provider).inc()
@@ -70,31 +73,33 @@ class JobService:
         estimate = provider.seconds_per_image * job.num_images if provider else 1.0
         return max(1, math.ceil(estimate))
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, account: Account, job_id: str) -> Job:
         parsed = _parse_uuid(job_id)
-        job = await self.repo.get(parsed) if parsed else None
+        job = await self.repo.get(parsed, account.id) if parsed else None
         if job is None:
             raise not_found(f"generation job {job_id!r}")
         return job
 
-    async def list(self, *, limit: int, status: JobStatus | None, cursor: str | None) -> tuple[list[Job], str | None]:
-        """One page, newest first, and the cursor of the next page if there is one."""
+    async def list(
+        self, account: Account, *, limit: int, status: JobStatus | None, cursor: str | None
+    ) -> tuple[list[Job], str | None]:
+        """One page of the account's jobs, newest first, and the cursor of the next page if there is one."""
         after = decode_cursor(cursor) if cursor else None
-        jobs = await self.repo.page(limit=limit + 1, status=status, after=after)
+        jobs = await self.repo.page(account_id=account.id, limit=limit + 1, status=status, after=after)
         if len(jobs) <= limit:
             return jobs, None
         jobs = jobs[:limit]
         return jobs, encode_cursor(Cursor(jobs[-1].created_at, jobs[-1].id))
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, account: Account, job_id: str) -> Job:
         parsed = _parse_uuid(job_id)
         if parsed is None:
             raise not_found(f"generation job {job_id!r}")
-        job = await self.repo.cancel(parsed)
+        job = await self.repo.cancel(parsed, account.id)
         if job is not None:
             JOBS_CANCELED.labels(job.provider).inc()
             return job
-        existing = await self.repo.get(parsed)
+        existing = await self.repo.get(parsed, account.id)
         if existing is None:
             raise not_found(f"generation job {job_id!r}")
         raise Problem(
