@@ -14,9 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +37,7 @@ from backend.worker import Worker
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def create_app(settings: Settings | None = None, providers: dict[str, Provider] | None = None) -> FastAPI:
@@ -81,6 +82,17 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     app.include_router(storage_endpoints.router)
     app.include_router(ops.router)
     app.add_middleware(JsonBodyMiddleware)
+    if settings.cors_origin_list:
+        # Inside the request-id middleware, so preflights are logged and timed like any request,
+        # and outside the body checks, so their 413/415 answers carry CORS headers too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=list(HTTP_METHODS),
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "Link", "Idempotent-Replayed", "X-Request-ID", "Allow"],
+            max_age=600,
+        )
     app.add_middleware(RequestContextMiddleware)  # outermost: it sees every request and answer
     _install_error_handlers(app)
     _document_limits(app, settings, sorted(enabled))
@@ -153,11 +165,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
-    methods: set[str] = set()
-    for route in app.router.routes:
-        if isinstance(route, APIRoute) and route.matches(scope)[0] != Match.NONE:
-            methods |= route.methods or set()
-    return sorted(methods)
+    """The methods some route answers at this path.
+
+    Routes from `include_router` are grouped behind wrappers whose inner routes are private, so
+    ask every top-level route the public question instead: would this method match in full?
+    """
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+    ]
 
 
 def _field_error(error: Any) -> FieldError:

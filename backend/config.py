@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     data_dir: Path = Path("./data")
     public_base_url: str | None = None
+    cors_origins: str = Field(
+        "", description="Comma-separated origins (e.g. https://app.example.com) allowed to call the API from a browser."
+    )
     embedded_db_port: int = Field(5433, ge=1, le=65535)
     run_migrations: bool = True
     db_pool_size: int = Field(20, ge=1, le=200)
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
     @property
     def provider_names(self) -> list[str]:
         return [name.strip() for name in self.providers.split(",") if name.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def plugin_entries(self) -> list[str]:

@@ -170,9 +170,69 @@ async def test_max_images_follows_the_setting(make_client: AppFactory) -> None:
     assert "MAX_IMAGES_PER_JOB" in body["detail"]
 
 
-async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
+async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/nope"), 404)
-    assert_problem(await client.delete("/generations"), 405)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/generations", ["GET", "POST"]),
+        ("DELETE", "/generations", ["GET", "POST"]),
+        ("POST", "/generations/6f1c1f3e-52bb-4b53-a1c7-4d8f0e3b6a11", ["GET"]),
+        ("GET", "/generations/6f1c1f3e-52bb-4b53-a1c7-4d8f0e3b6a11/cancel", ["POST"]),
+        ("POST", "/healthz", ["GET"]),
+    ],
+)
+async def test_wrong_method_lists_the_allowed_ones(
+    client: httpx.AsyncClient, method: str, path: str, allowed: list[str]
+) -> None:
+    response = await client.request(method, path, json={} if method in ("PUT", "POST") else None)
+    body = assert_problem(response, 405)
+    assert [m.strip() for m in response.headers["allow"].split(",")] == allowed
+    assert body["detail"] == f"{method} is not allowed here; use {' or '.join(allowed)}"
+    assert body["code"] == "method_not_allowed"
+
+
+async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
+    response = await client.get("/generations", headers={"Origin": "https://app.example.com"})
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_answers_preflights_and_requests_from_configured_origins(make_client: AppFactory) -> None:
+    client = await make_client(cors_origins="https://app.example.com, http://localhost:5173/", worker_enabled=False)
+    preflight = await client.options(
+        "/generations",
+        headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        },
+    )
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    allowed_headers = preflight.headers["access-control-allow-headers"].lower()
+    assert {"authorization", "content-type", "idempotency-key"} <= {h.strip() for h in allowed_headers.split(",")}
+
+    created = await client.post("/generations", json={"numImages": 1}, headers={"Origin": "https://app.example.com"})
+    assert created.status_code == 202
+    assert created.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "location" in created.headers["access-control-expose-headers"].lower()
+
+    # A problem answer carries the header too, or the browser hides its detail from the page.
+    too_big = await client.post(
+        "/generations", content=b"x" * 70_000, headers={**JSON, "Origin": "https://app.example.com"}
+    )
+    assert too_big.status_code == 413
+    assert too_big.headers["access-control-allow-origin"] == "https://app.example.com"
+
+    stranger = await client.options(
+        "/generations", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert stranger.status_code == 400
+    assert "access-control-allow-origin" not in stranger.headers
 
 
 @pytest.mark.parametrize(
