@@ -29,6 +29,8 @@ from backend.jobs.repository import JobRepository
 from backend.jobs.service import JobService
 from backend.logs import request_id_var
 from backend.metrics import HTTP_REQUESTS
+from backend.openai_compat import endpoints as openai_endpoints
+from backend.openai_compat.errors import OpenAIErrorMiddleware
 from backend.providers import Provider, build_providers, close_providers
 from backend.storage import endpoints as storage_endpoints
 from backend.storage.local import LocalStorage
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 
 
 def create_app(settings: Settings | None = None, providers: dict[str, Provider] | None = None) -> FastAPI:
@@ -81,7 +84,10 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     app.include_router(jobs_endpoints.router)
     app.include_router(storage_endpoints.router)
     app.include_router(ops.router)
+    app.include_router(openai_endpoints.router)
     app.add_middleware(JsonBodyMiddleware)
+    # Outside every middleware that may refuse a request, so /v1 refusals speak OpenAI's shape too.
+    app.add_middleware(OpenAIErrorMiddleware)
     if settings.cors_origin_list:
         # Inside the request-id middleware, so preflights are logged and timed like any request,
         # and outside the body checks, so their 413/415 answers carry CORS headers too.
@@ -273,7 +279,10 @@ class JsonBodyMiddleware:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if body and not (content_type == b"application/json" or content_type.endswith(b"+json")):
+        json_body = content_type == b"application/json" or content_type.endswith(b"+json")
+        # OpenAI's SDKs send some /v1 requests (videos) as forms; those routes parse forms themselves.
+        form_body = content_type in _FORM_TYPES and scope["path"].startswith("/v1/")
+        if body and not (json_body or form_body):
             problem = Problem(
                 415,
                 "unsupported_media_type",

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     openai_image_size: str = "1024x1024"
     openai_timeout: float = Field(120.0, gt=0, le=3600)
 
+    openai_compat_wait: float = Field(
+        300.0, gt=0, le=3600, description="How long POST /v1/images/generations waits for its job."
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -158,3 +160,33 @@ async def wait_for_status(
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
         await asyncio.sleep(0.02)
+
+
+LiveServerFactory = Callable[..., str]
+
+
+@pytest.fixture
+def make_live_server(engine: AsyncEngine, make_settings: Callable[..., Settings]) -> Iterator[LiveServerFactory]:
+    """Serve an app on 127.0.0.1 with uvicorn in a thread, for clients that need a real socket
+    (OpenAI's SDK, the command line run as a subprocess). Returns its base URL."""
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(fakes: dict[str, Provider] | None = None, **overrides: Any) -> str:
+        port = free_port()
+        app = create_app(make_settings(port=port, **overrides), fakes)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+        thread.start()
+        running.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "the server thread stopped before it served"
+            assert time.monotonic() < deadline, "the server did not start within 30s"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, _ in running:
+        server.should_exit = True
+    for _, thread in running:
+        thread.join(30)

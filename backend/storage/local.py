@@ -21,6 +21,9 @@ class LocalStorage:
     async def save(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._write, self.root / key, data)
 
+    async def read(self, key: str) -> bytes:
+        return await asyncio.to_thread((self.root / key).read_bytes)
+
     async def delete_job(self, job_id: uuid.UUID) -> None:
         await asyncio.to_thread(shutil.rmtree, self.root / str(job_id), True)
 

@@ -1,0 +1,1 @@
+"""OpenAI-compatible endpoints under /v1: a facade that speaks OpenAI's shapes over ordinary jobs."""

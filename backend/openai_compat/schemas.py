@@ -1,0 +1,44 @@
+"""OpenAI's request and response bodies (snake_case, as OpenAI's SDKs send and expect them)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from backend.jobs.schemas import PROMPT_MAX_LENGTH
+
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=PROMPT_MAX_LENGTH)]
+Model = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ImageGenerationRequest(BaseModel):
+    """`POST /v1/images/generations`. Options OpenAI's SDK may send that change nothing here
+    (quality, style, user…) are accepted and ignored; any other field is a 400 naming it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt
+    n: int = Field(1, ge=1, description="How many images (1 to MAX_IMAGES_PER_JOB).")
+    model: Model | None = Field(None, description="A provider (`animals`), or `provider/model`.")
+    size: Annotated[str, StringConstraints(pattern=r"^(auto|\d{2,5}x\d{2,5})$")] | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    output_format: Literal["png"] | None = None
+    stream: Literal[False] | None = None
+    quality: str | None = None
+    style: str | None = None
+    background: str | None = None
+    moderation: str | None = None
+    output_compression: int | None = None
+    safety_identifier: str | None = None
+    user: str | None = None
+
+
+class ImageData(BaseModel):
+    url: str | None = None
+    b64_json: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
