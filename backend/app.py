@@ -32,8 +32,9 @@ from backend.metrics import HTTP_REQUESTS
 from backend.openai_compat import endpoints as openai_endpoints
 from backend.openai_compat.errors import OpenAIErrorMiddleware
 from backend.providers import Provider, build_providers, close_providers
+from backend.signing import UrlSigner
+from backend.storage import StorageUnavailable, build_storage
 from backend.storage import endpoints as storage_endpoints
-from backend.storage.local import LocalStorage
 from backend.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,16 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         repo = JobRepository(engine)
-        storage = LocalStorage(settings.data_dir / "images")
+        secret = settings.signing_secret
+        signer = UrlSigner(secret.get_secret_value().encode()) if secret else UrlSigner.random()
+        storage = build_storage(settings, signer)
         # The worker has a pool of its own, so a flood of requests cannot starve it of connections.
         worker_engine = create_engine(settings, WORKER_POOL_SIZE) if settings.worker_enabled else None
         worker = Worker(JobRepository(worker_engine), enabled, storage, settings) if worker_engine else None
         app.state.settings = settings
         app.state.engine = engine
         app.state.storage = storage
+        app.state.signer = signer
         app.state.service = JobService(repo, enabled, settings)
         app.state.worker = worker
         app.state.head_revision = head_revision()
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
             if worker is not None:
                 await worker.stop()
             await close_providers(enabled)
+            await storage.close()
             await engine.dispose()
             if worker_engine is not None:
                 await worker_engine.dispose()
@@ -162,7 +167,20 @@ def _install_error_handlers(app: FastAPI) -> None:
             return problem_response(unavailable("the database is unreachable; try again shortly"))
         return problem_response(Problem(500, "internal_error", "Internal error", "an unexpected error occurred"))
 
+    async def on_storage(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("object store unavailable: %s", exc)
+        return problem_response(
+            Problem(
+                503,
+                StorageUnavailable.code,
+                "Storage unavailable",
+                "the object store is unreachable; try again shortly",
+                headers={"Retry-After": "5"},
+            )
+        )
+
     app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(StorageUnavailable, on_storage)
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,18 @@ class Settings(BaseSettings):
     openai_compat_wait: float = Field(
         300.0, gt=0, le=3600, description="How long POST /v1/images/generations waits for its job."
     )
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_endpoint_internal: str | None = Field(None, description="What the app talks to; unset = AWS.")
+    s3_public_endpoint: str | None = Field(None, description="The host in URLs handed to clients.")
+    s3_use_path_style: bool = False
+    use_public_urls: bool = False
+    s3_url_ttl: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, le=5 * 1024**3)
+    upload_ttl_hours: float = Field(24.0, gt=0, le=24 * 365)
+    # Signs the app's own URLs (local uploads). Replicas must share it; unset = one per process.
+    signing_secret: SecretStr | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
@@ -76,6 +88,21 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("s3_endpoint_internal", "s3_public_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Settings:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        return self
 
     @property
     def provider_names(self) -> list[str]:
@@ -125,6 +152,9 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            if not error["loc"]:  # a rule across settings names them in its message
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            name = str(error["loc"][0]).upper()
             problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None

@@ -29,6 +29,7 @@ from backend.db import migrate_async
 from backend.embedded_pg import EmbeddedPostgres, free_port
 from backend.jobs.repository import JobRepository
 from backend.providers import Provider
+from tests.s3server import CREDENTIALS, S3Server, start_s3_server
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tables whose rows a migration seeds and the app needs (kept between tests).
@@ -190,3 +191,26 @@ def make_live_server(engine: AsyncEngine, make_settings: Callable[..., Settings]
         server.should_exit = True
     for _, thread in running:
         thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3-protocol server (moto, a real process) per session; each test takes its own bucket."""
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Settings overrides for an in-process app storing in a fresh bucket of the test server."""
+    # The object store client reads the standard AWS variables, as it would in production.
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return {
+        "storage_backend": "s3",
+        "s3_bucket": s3_server.create_bucket(),
+        "s3_endpoint_internal": s3_server.endpoint,
+        "s3_public_endpoint": s3_server.public_endpoint,
+        "s3_use_path_style": True,
+    }

@@ -113,6 +113,9 @@ def test_restart_after_sigkill_reuses_the_data(tmp_path: Path) -> None:
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
         ({"DEFAULT_PROVIDER": "dalle"}, "DEFAULT_PROVIDER"),
         ({"PROVIDERS": "animals,magic"}, "PROVIDERS"),
+        ({"STORAGE_BACKEND": "s3"}, "S3_BUCKET"),
+        ({"STORAGE_BACKEND": "gcs"}, "STORAGE_BACKEND"),
+        ({"S3_PUBLIC_ENDPOINT": "minio:9000"}, "S3_PUBLIC_ENDPOINT"),
     ],
 )
 def test_bad_setting_stops_start_up_with_one_line(tmp_path: Path, env: dict[str, str], setting: str) -> None:

@@ -16,6 +16,8 @@ from backend.storage import Storage
 # Our field names → the OpenAI parameter a client sent, so a 400 names what the client wrote.
 _PARAMS = {"numImages": "n", "provider": "model", "prompt": "prompt"}
 _FIRST_POLL = 0.05
+# Outputs are our own files; the bound only keeps a corrupted one from filling memory.
+MAX_OUTPUT_READ = 256 * 1024 * 1024
 _MAX_POLL = 1.0
 
 
@@ -78,4 +80,11 @@ def raise_unless_completed(job: Job, waited: float) -> None:
 
 async def b64_images(job: Job, storage: Storage) -> list[str]:
     keys = job.image_keys or []
-    return [base64.b64encode(await storage.read(key)).decode() for key in keys]
+    return [base64.b64encode(await _read(storage, key)).decode() for key in keys]
+
+
+async def _read(storage: Storage, key: str) -> bytes:
+    data = await storage.read(key, MAX_OUTPUT_READ)
+    if data is None:
+        raise Problem(410, "output_gone", "Output gone", f"the output {key} no longer exists")
+    return data

@@ -1,31 +1,28 @@
-"""Serving stored outputs over HTTP (local storage)."""
+"""Serving stored outputs over HTTP: the bytes (local storage) or a redirect to the object store."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from starlette.responses import Response
 
 from backend.deps import ImageStorage
 from backend.errors import not_found
-from backend.storage.local import LocalStorage
 
 router = APIRouter()
 
 
 @router.get(
     "/images/{job_id}/{name}",
-    response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}},
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+        302: {"description": "S3 storage: the object store's (presigned or public) URL"},
+    },
     tags=["images"],
 )
-async def get_image(job_id: str, name: str, storage: ImageStorage) -> FileResponse:
+async def get_image(job_id: str, name: str, storage: ImageStorage) -> Response:
     key = f"{job_id}/{name}"
-    path = storage.path(key) if isinstance(storage, LocalStorage) else None
-    if path is None:
+    response = await storage.serve(key)
+    if response is None:
         raise not_found(f"image {key!r}")
-    # Keys are never reused for other bytes, so clients and proxies may cache forever.
-    return FileResponse(
-        path,
-        media_type=LocalStorage.content_type(key),
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
-    )
+    return response

@@ -41,7 +41,7 @@ from backend.providers import (
     ProviderError,
     TransientProviderError,
 )
-from backend.storage import Storage, image_key
+from backend.storage import Storage, StorageUnavailable, image_key, job_prefix
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -217,7 +217,10 @@ class Worker:
         async for image in provider.generate(spec):
             key = image_key(job.id, len(keys), image.content_type)
             keys.append(key)  # before the write, so a cancel mid-write still cleans it up
-            await self.storage.save(key, image.data)
+            try:
+                await self.storage.save(key, image.data, image.content_type)
+            except StorageUnavailable as exc:
+                raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
             animal = image.animal or animal
         return animal
 
@@ -264,7 +267,16 @@ class Worker:
 
     async def _discard(self, job: Job, keys: list[str]) -> None:
         if keys:
-            await self.storage.delete_job(job.id)
+            await self._delete_objects(job.id)
+
+    async def _delete_objects(self, job_id: uuid.UUID) -> bool:
+        """Remove a job's files; an unreachable store leaves them (orphans cost space, not correctness)."""
+        try:
+            await self.storage.delete_prefix(job_prefix(job_id))
+        except StorageUnavailable as exc:
+            log.warning("could not delete the files of job %s: %s", job_id, exc, extra={"job_id": str(job_id)})
+            return False
+        return True
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T | None:
         """Run a fenced write, retrying through a database outage for as long as a lease lasts."""
@@ -317,7 +329,7 @@ class Worker:
         while pruned := await self.repo.prune(retention):
             # Rows first: a failure here leaves orphaned files, never a job whose images are gone.
             for job_id in pruned:
-                await self.storage.delete_job(job_id)
+                await self._delete_objects(job_id)
             log.info("pruned %d finished job(s) older than %gs", len(pruned), retention)
 
     async def _listen_loop(self) -> None:

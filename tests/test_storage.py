@@ -1,0 +1,88 @@
+"""Storage backends: outputs in an S3-compatible store (a real moto server), URL modes, outages."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from PIL import Image
+
+from backend.embedded_pg import free_port
+from tests.conftest import AppFactory, wait_for_status
+from tests.s3server import S3Server
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+
+def assert_png(data: bytes) -> None:
+    assert Image.open(io.BytesIO(data)).format == "PNG"
+
+
+async def test_s3_outputs_are_served_by_a_redirect_signed_for_the_public_host(
+    make_client: AppFactory, s3_settings: dict[str, Any], s3_server: S3Server
+) -> None:
+    client = await make_client(**s3_settings, s3_url_ttl=120)
+    created = (await client.post("/generations", json={"numImages": 2})).json()
+
+    job = await wait_for_status(client, created["jobId"], {"completed"})
+
+    assert len(job["imageUrls"]) == 2
+    for index, url in enumerate(job["imageUrls"]):
+        # A stable app URL, so the job's representation never holds an expired link.
+        assert url == f"http://testserver/images/{job['jobId']}/{index}.png"
+        response = await client.get(url)
+        assert response.status_code == 302
+        location = response.headers["location"]
+        parts = urlsplit(location)
+        assert f"{parts.scheme}://{parts.netloc}" == s3_server.public_endpoint  # not the internal host
+        assert parts.path == f"/{s3_settings['s3_bucket']}/{job['jobId']}/{index}.png"
+        assert "X-Amz-Signature=" in location and "X-Amz-Expires=120" in location
+        assert "max-age=60" in response.headers["cache-control"]
+        fetched = httpx.get(location, timeout=10)
+        assert fetched.status_code == 200
+        assert fetched.headers["content-type"] == "image/png"
+        assert_png(fetched.content)
+
+
+async def test_s3_public_urls_are_permanent_object_urls(
+    make_client: AppFactory, s3_settings: dict[str, Any], s3_server: S3Server
+) -> None:
+    s3_server.allow_public_reads(s3_settings["s3_bucket"])
+    client = await make_client(**s3_settings, use_public_urls=True)
+    created = (await client.post("/generations", json={"numImages": 1})).json()
+
+    job = await wait_for_status(client, created["jobId"], {"completed"})
+
+    [url] = job["imageUrls"]
+    assert url == f"{s3_server.public_endpoint}/{s3_settings['s3_bucket']}/{job['jobId']}/0.png"
+    assert "X-Amz" not in url
+    fetched = httpx.get(url, timeout=10)
+    assert fetched.status_code == 200
+    assert_png(fetched.content)
+
+
+async def test_unknown_image_key_is_404_problem_with_s3(make_client: AppFactory, s3_settings: dict[str, Any]) -> None:
+    client = await make_client(**s3_settings)
+
+    response = await client.get("/images/not-a-job/0.png")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_unreachable_object_store_fails_attempts_with_storage_unavailable(
+    make_client: AppFactory, s3_settings: dict[str, Any]
+) -> None:
+    nothing_there = f"http://127.0.0.1:{free_port()}"
+    settings = {**s3_settings, "s3_endpoint_internal": nothing_there, "s3_public_endpoint": nothing_there}
+    client = await make_client(**settings, max_attempts=2)
+    created = (await client.post("/generations", json={"numImages": 1})).json()
+
+    job = await wait_for_status(client, created["jobId"], {"failed"}, timeout=60)
+
+    assert job["attempts"] == 2  # retried: an outage of the store is transient
+    assert job["error"]["code"] == "storage_unavailable"
+    assert "gave up after 2 attempts" in job["error"]["message"]
