@@ -55,14 +55,17 @@ async def test_claim_sets_a_lease_and_writes_are_fenced(repo: JobRepository) -> 
     assert job.status == "processing" and job.attempts == 1
     assert job.lease_token is not None and job.lease_expires_at is not None
 
-    assert not await repo.complete([Completion(job_id, uuid.uuid4(), ["x"], None)])
+    assert not await repo.complete([Completion(job_id, uuid.uuid4(), [{"key": "x"}], None)])
     assert not await repo.fail(job_id, uuid.uuid4(), "x", "stale worker")
-    keys = [f"{job_id}/0.png", f"{job_id}/1.png"]
+    keys = [
+        {"key": f"{job_id}/0.png", "contentType": "image/png"},
+        {"key": f"{job_id}/1.png", "contentType": "image/png"},
+    ]
     assert await repo.complete([Completion(job_id, job.lease_token, keys, "owl")]) == {job_id}
     assert not await repo.complete([Completion(job_id, job.lease_token, [], None)]), "a second completion landed"
     done = await repo.get(job_id, ANONYMOUS_ACCOUNT_ID)
     assert done is not None and done.status == "completed" and done.lease_token is None
-    assert (done.image_keys, done.animal) == (keys, "owl")
+    assert (done.outputs, done.animal) == (keys, "owl")
 
 
 async def test_one_completion_statement_fences_each_job(repo: JobRepository) -> None:
@@ -72,7 +75,7 @@ async def test_one_completion_statement_fences_each_job(repo: JobRepository) -> 
     done = [
         Completion(first.id, first.lease_token, [], None),
         Completion(second.id, uuid.uuid4(), [], None),  # lost its lease
-        Completion(third.id, third.lease_token, [f"{third.id}/0.png"], "cat"),
+        Completion(third.id, third.lease_token, [{"key": f"{third.id}/0.png", "contentType": "image/png"}], "cat"),
     ]
 
     assert await repo.complete(done) == {first.id, third.id}

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from backend.deps import CurrentAccount, ImageStorage, Service, base_url
 from backend.errors import PROBLEM_JSON
 from backend.jobs.models import FINISHED, Job, JobStatus
-from backend.jobs.schemas import GenerationCreate, JobError, JobOut
+from backend.jobs.schemas import GenerationCreate, JobError, JobOut, OutputOut
 from backend.storage import Storage
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -29,14 +29,37 @@ router = APIRouter(responses=PROBLEM_RESPONSES)
 
 def job_out(job: Job, storage: Storage, base: str) -> JobOut:
     finished = job.status in FINISHED
+    outputs = (
+        [
+            OutputOut(
+                url=storage.url(output["key"], base),
+                content_type=output["contentType"],
+                width=output.get("width"),
+                height=output.get("height"),
+                duration_seconds=output.get("durationSeconds"),
+                size_bytes=output.get("sizeBytes"),
+            )
+            for output in job.outputs
+        ]
+        if job.outputs is not None
+        else None
+    )
     return JobOut(
         job_id=job.id,
         status=JobStatus(job.status),
+        kind=job.kind,
         num_images=job.num_images,
         prompt=job.prompt,
         provider=job.provider,
+        model=job.model,
+        duration_seconds=job.duration_seconds,
+        aspect_ratio=job.aspect_ratio,
+        seed=job.seed,
+        params=job.params,
         animal=job.animal,
-        image_urls=[storage.url(key, base) for key in job.image_keys] if job.image_keys is not None else None,
+        image_urls=[output.url for output in outputs] if outputs is not None and job.kind == "image" else None,
+        outputs=outputs,
+        provider_job_id=job.provider_job_id,
         # A transient error stays visible while the job waits for its retry.
         error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
         attempts=job.attempts,

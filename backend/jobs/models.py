@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, Integer, LargeBinary, String, Table, Text, func, text
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Table, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from backend.accounts import ANONYMOUS_ACCOUNT_ID
@@ -44,6 +45,11 @@ class JobStatus(enum.StrEnum):
     CANCELED = "canceled"
 
 
+class JobKind(enum.StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+
+
 FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
@@ -60,7 +66,6 @@ class JobTable(Base):
     prompt: Mapped[str | None] = mapped_column(Text)
     provider: Mapped[str] = mapped_column(String(64))
     animal: Mapped[str | None] = mapped_column(String(64))
-    image_keys: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -77,6 +82,16 @@ class JobTable(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("accounts.id"), server_default=text(f"'{ANONYMOUS_ACCOUNT_ID}'::uuid")
     )
+    kind: Mapped[str] = mapped_column(String(8), server_default=JobKind.IMAGE.value)
+    model: Mapped[str | None] = mapped_column(String(128))
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    aspect_ratio: Mapped[str] = mapped_column(String(8), server_default="1:1")
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The remote service's id for this job, committed before its first poll so a restart resumes it.
+    provider_job_id: Mapped[str | None] = mapped_column(String(255))
+    # [{"key", "contentType", "width", "height", "durationSeconds", "sizeBytes"}], rewritten as each is stored.
+    outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +106,6 @@ class Job:
     prompt: str | None
     provider: str
     animal: str | None
-    image_keys: list[str] | None
     error_code: str | None
     error_message: str | None
     attempts: int
@@ -106,12 +120,28 @@ class Job:
     started_at: datetime | None
     completed_at: datetime | None
     account_id: uuid.UUID
+    kind: str
+    model: str | None
+    duration_seconds: int | None
+    aspect_ratio: str
+    seed: int | None
+    params: dict[str, Any] | None
+    provider_job_id: str | None
+    outputs: list[dict[str, Any]] | None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
-        """From a row whose first columns are the table's, in table order (extra ones ignored)."""
-        return cls(*row[:_FIELD_COUNT])
+        """From a row whose first columns are the table's, in table order (extra ones ignored).
+
+        Plain asyncpg hands jsonb over as text while SQLAlchemy decodes it; both arrive here.
+        """
+        values = list(row[:_FIELD_COUNT])
+        for index in _JSON_FIELDS:
+            if isinstance(values[index], str):
+                values[index] = json.loads(values[index])
+        return cls(*values)
 
 
 jobs = cast("Table", JobTable.__table__)
 _FIELD_COUNT = len(jobs.c)
+_JSON_FIELDS = tuple(i for i, column in enumerate(jobs.c) if isinstance(column.type, JSONB))

@@ -11,8 +11,9 @@ the write matches no row and the caller learns it lost the job.
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -51,14 +52,21 @@ class NewJob:
     account_id: uuid.UUID
     idempotency_key: str | None = None
     request_hash: str | None = None
+    kind: str = "image"
+    model: str | None = None
+    duration_seconds: int | None = None
+    aspect_ratio: str = "1:1"
+    seed: int | None = None
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Completion:
     job_id: uuid.UUID
     token: uuid.UUID
-    image_keys: list[str]
-    animal: str | None
+    # Stored outputs: {"key", "contentType", "width", "height", "durationSeconds", "sizeBytes"} each.
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    animal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,10 +80,11 @@ class Cursor:
 # Built once: the hot path only binds parameters.
 # Only our own column names are interpolated into SQL (hence the S608 ignore in pyproject).
 _COLUMNS = ", ".join(column.name for column in _ALL)
-_INSERT_SQL = (
-    "INSERT INTO generation_jobs (num_images, prompt, provider, account_id)"
-    f" VALUES ($1, $2, $3, $4) RETURNING {_COLUMNS}"
-)
+_INSERT_SQL = f"""
+INSERT INTO generation_jobs
+    (num_images, prompt, provider, account_id, kind, model, duration_seconds, aspect_ratio, seed, params)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb) RETURNING {_COLUMNS}
+"""
 # Every read a client makes is scoped to its account: another account's job does not exist.
 _GET_SQL = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1 AND account_id = $2"
 # A concurrent twin blocks on the unique index until the first commits, then does nothing.
@@ -106,12 +115,18 @@ WHERE id IN (
 RETURNING {_COLUMNS}
 """
 _COMPLETE_SQL = """
-UPDATE generation_jobs j SET status = 'completed', image_keys = string_to_array(d.keys, ','),
+UPDATE generation_jobs j SET status = 'completed', outputs = d.outputs::jsonb,
     animal = d.animal, error_code = NULL, error_message = NULL,
     lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) AS d(id, token, keys, animal)
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) AS d(id, token, outputs, animal)
 WHERE j.id = d.id AND j.lease_token = d.token AND j.status = 'processing'
 RETURNING j.id
+"""
+# Progress: the whole list so far, so a retried or resumed attempt simply overwrites it.
+_OUTPUTS_SQL = """
+UPDATE generation_jobs SET outputs = $3::jsonb, updated_at = now()
+WHERE id = $1 AND lease_token = $2 AND status = 'processing'
+RETURNING id
 """
 
 
@@ -153,7 +168,7 @@ class JobRepository:
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         """Insert a job; with an idempotency key, return the existing one instead (created=False)."""
-        params = {
+        params: dict[str, Any] = {
             "num_images": new.num_images,
             "prompt": new.prompt,
             "provider": new.provider,
@@ -162,7 +177,18 @@ class JobRepository:
             "account_id": new.account_id,
         }
         if new.idempotency_key is None:
-            return (await self._fetch(_INSERT_SQL, new.num_images, new.prompt, new.provider, new.account_id))[0], True
+            args = (new.kind, new.model, new.duration_seconds, new.aspect_ratio, new.seed, _json(new.params))
+            return (await self._fetch(_INSERT_SQL, new.num_images, new.prompt, new.provider, new.account_id, *args))[
+                0
+            ], True
+        params |= {
+            "kind": new.kind,
+            "model": new.model,
+            "duration_seconds": new.duration_seconds,
+            "aspect_ratio": new.aspect_ratio,
+            "seed": new.seed,
+            "params": new.params,
+        }
         created = await self._jobs(_INSERT_UNLESS_KEY_EXISTS, params)
         if created:
             return created[0], True
@@ -212,17 +238,30 @@ class JobRepository:
     async def complete(self, done: list[Completion]) -> set[uuid.UUID]:
         """Record many completions in one statement, each fenced by its own lease token.
 
-        Returns the ids that were still ours. Keys never contain a comma, so each job's
-        keys travel as one comma-joined string and are split back into an array here.
+        Returns the ids that were still ours. Each job's outputs travel as one JSON text.
         """
         rows = await self._fetch_raw(
             _COMPLETE_SQL,
             [c.job_id for c in done],
             [c.token for c in done],
-            [",".join(c.image_keys) for c in done],
+            [json.dumps(c.outputs, separators=(",", ":")) for c in done],
             [c.animal for c in done],
         )
         return {row[0] for row in rows}
+
+    async def record_outputs(self, job_id: uuid.UUID, token: uuid.UUID, outputs: list[dict[str, Any]]) -> bool:
+        """Publish the outputs stored so far of a running job (fenced); False if the job is no longer ours."""
+        return bool(await self._fetch_raw(_OUTPUTS_SQL, job_id, token, json.dumps(outputs, separators=(",", ":"))))
+
+    async def record_provider_job(self, job_id: uuid.UUID, token: uuid.UUID, provider_job_id: str | None) -> bool:
+        """Commit the remote job's id (or forget it) on a running job we still hold."""
+        stmt = (
+            update(jobs)
+            .where(*_fenced(job_id, token))
+            .values(provider_job_id=provider_job_id, updated_at=func.now())
+            .returning(jobs.c.id)
+        )
+        return (await self._run(stmt)).first() is not None
 
     async def fail(self, job_id: uuid.UUID, token: uuid.UUID, code: str, message: str) -> bool:
         return await self._finish(job_id, token, status=JobStatus.FAILED.value, error_code=code, error_message=message)
@@ -233,6 +272,7 @@ class JobRepository:
             .where(*_fenced(job_id, token))
             .values(
                 **values,
+                outputs=None,
                 lease_token=None,
                 lease_expires_at=None,
                 completed_at=func.now(),
@@ -252,6 +292,7 @@ class JobRepository:
                 run_after=func.now() + _seconds(delay),
                 error_code=code,
                 error_message=message,
+                outputs=None,
                 lease_token=None,
                 lease_expires_at=None,
                 updated_at=func.now(),
@@ -265,7 +306,7 @@ class JobRepository:
         stmt = text(
             """
             WITH released AS (
-                UPDATE generation_jobs SET status = 'pending', attempts = greatest(attempts - 1, 0),
+                UPDATE generation_jobs SET status = 'pending', attempts = greatest(attempts - 1, 0), outputs = NULL,
                     run_after = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
                     updated_at = now()
                 WHERE id = :id AND lease_token = :token AND status = 'processing'
@@ -284,6 +325,7 @@ class JobRepository:
             .where(jobs.c.id == job_id, jobs.c.account_id == account_id, jobs.c.status.in_(_LIVE))
             .values(
                 status=JobStatus.CANCELED.value,
+                outputs=None,
                 lease_token=None,
                 lease_expires_at=None,
                 completed_at=func.now(),
@@ -311,7 +353,8 @@ class JobRepository:
                     error_code = 'worker_lost',
                     error_message = 'the worker running this job stopped responding',
                     completed_at = CASE WHEN j.attempts >= :max THEN now() END,
-                    run_after = now(), lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+                    run_after = now(), outputs = NULL, lease_token = NULL, lease_expires_at = NULL,
+                    updated_at = now()
                 FROM expired WHERE j.id = expired.id
                 RETURNING j.status
             )
@@ -346,3 +389,7 @@ class JobRepository:
         counts = {status: 0 for status in _LIVE}
         counts.update({row.status: row.count for row in await self._run(stmt)})
         return counts
+
+
+def _json(value: object) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))

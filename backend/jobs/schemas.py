@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -12,6 +12,9 @@ from pydantic.alias_generators import to_camel
 from backend.jobs.models import JobStatus
 
 PROMPT_MAX_LENGTH = 1000
+PARAMS_MAX_BYTES = 4096
+ASPECT_RATIOS = ("1:1", "16:9", "9:16")
+AspectRatio = Literal["1:1", "16:9", "9:16"]
 
 
 class CamelModel(BaseModel):
@@ -19,15 +22,40 @@ class CamelModel(BaseModel):
 
 
 class GenerationCreate(CamelModel):
-    """A request for `numImages` images; the upper bound is the MAX_IMAGES_PER_JOB setting."""
+    """A request for `numImages` images or one video; the upper bound is the MAX_IMAGES_PER_JOB setting."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"numImages": 3}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"numImages": 3}, {"kind": "video", "durationSeconds": 4, "prompt": "a fox"}]},
+    )
 
-    num_images: int = Field(ge=1, description="How many images to generate (1 to MAX_IMAGES_PER_JOB).")
+    num_images: int | None = Field(
+        None, ge=1, description="How many images to generate (1 to MAX_IMAGES_PER_JOB); required for images."
+    )
     prompt: Annotated[str, StringConstraints(max_length=PROMPT_MAX_LENGTH)] | None = None
     provider: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
         None, description="A configured provider; the default one when omitted."
     )
+    kind: Literal["image", "video"] = Field("image", description="`image` (numImages images) or `video` (one video).")
+    duration_seconds: int | None = Field(None, ge=1, le=20, description="Video length in seconds (default 4).")
+    aspect_ratio: AspectRatio = "1:1"
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Passed to providers that take one.")
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        None, description="A model of the chosen provider; its configured default when omitted."
+    )
+    params: dict[str, Any] | None = Field(
+        None, description="Provider options, passed through to the service (a JSON object, at most 4 KiB)."
+    )
+
+
+class OutputOut(CamelModel):
+    url: str
+    content_type: str
+    width: int | None
+    height: int | None
+    duration_seconds: float | None
+    size_bytes: int | None
 
 
 class JobError(CamelModel):
@@ -38,11 +66,19 @@ class JobError(CamelModel):
 class JobOut(CamelModel):
     job_id: uuid.UUID
     status: JobStatus
+    kind: Literal["image", "video"]
     num_images: int
     prompt: str | None
     provider: str
+    model: str | None
+    duration_seconds: int | None
+    aspect_ratio: str
+    seed: int | None
+    params: dict[str, Any] | None
     animal: str | None
-    image_urls: list[str] | None
+    image_urls: list[str] | None = Field(description="Image jobs only: the URLs of `outputs`, in order.")
+    outputs: list[OutputOut] | None = Field(description="What is stored so far; complete once `completed`.")
+    provider_job_id: str | None = Field(description="The remote service's id for this job, once known.")
     error: JobError | None
     attempts: int
     next_attempt_at: datetime | None = Field(

@@ -16,9 +16,9 @@ from backend.config import Settings
 from backend.errors import FieldError, Problem, not_found, validation_problem
 from backend.jobs.models import Job, JobStatus
 from backend.jobs.repository import Cursor, JobRepository, NewJob
-from backend.jobs.schemas import GenerationCreate
+from backend.jobs.schemas import PARAMS_MAX_BYTES, GenerationCreate
 from backend.metrics import JOBS_CANCELED, JOBS_CREATED
-from backend.providers import Provider
+from backend.providers import VIDEO, Provider, kinds_of, seconds_per_output
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +33,40 @@ class JobService:
         self, account: Account, request: GenerationCreate, idempotency_key: str | None
     ) -> tuple[Job, bool]:
         """Accept a job; returns (job, replayed) where replayed means an idempotent repeat."""
-        errors = []
-        if request.num_images > self.settings.max_images_per_job:
-            errors.append(
-                FieldError(
-                    "numImages",
-                    f"must be at most {self.settings.max_images_per_job} (MAX_IMAGES_PER_JOB)",
-                    "less_than_equal",
-                )
-            )
+        errors = self._check(request)
         provider = request.provider or self.settings.default_provider
         if provider not in self.providers:
             known = ", ".join(sorted(self.providers))
             errors.append(FieldError("provider", f"unknown provider {provider!r}; known: {known}", "unknown"))
+        elif request.kind not in kinds_of(self.providers[provider]):
+            able = ", ".join(sorted(name for name, p in self.providers.items() if request.kind in kinds_of(p)))
+            errors.append(
+                FieldError(
+                    "kind",
+                    f"provider {provider!r} cannot make {request.kind}s; providers that can: {able or 'none enabled'}",
+                    "unsupported",
+                )
+            )
         if errors:
             raise validation_problem(errors)
 
         request_hash = _fingerprint(request) if idempotency_key is not None else None
-        job, created = await self.repo.create(
-            NewJob(request.num_images, request.prompt, provider, account.id, idempotency_key, request_hash)
+        video = request.kind == VIDEO
+        new = NewJob(
+            1 if video else request.num_images or 1,
+            request.prompt,
+            provider,
+            account.id,
+            idempotency_key,
+            request_hash,
+            kind=request.kind,
+            model=request.model,
+            duration_seconds=(request.duration_seconds or 4) if video else None,
+            aspect_ratio=request.aspect_ratio,
+            seed=request.seed,
+            params=request.params,
         )
+        job, created = await self.repo.create(new)
         if created:
             JOBS_CREATED.labels(provider).inc()
             log.info("job %s accepted (%d images, %s)", job.id, job.num_images, provider, extra={"job_id": str(job.id)})
@@ -67,10 +81,38 @@ class JobService:
             )
         return job, True
 
+    def _check(self, request: GenerationCreate) -> list[FieldError]:
+        """The rules a schema cannot say: limits from settings, and which fields go with which kind."""
+        errors = []
+        if request.kind == VIDEO:
+            if request.num_images not in (None, 1):
+                errors.append(FieldError("numImages", "a video job makes one output; omit numImages", "video"))
+        else:
+            if request.num_images is None:
+                errors.append(FieldError("numImages", "required for image jobs", "missing"))
+            elif request.num_images > self.settings.max_images_per_job:
+                errors.append(
+                    FieldError(
+                        "numImages",
+                        f"must be at most {self.settings.max_images_per_job} (MAX_IMAGES_PER_JOB)",
+                        "less_than_equal",
+                    )
+                )
+            if request.duration_seconds is not None:
+                errors.append(FieldError("durationSeconds", "only video jobs have a duration", "video_only"))
+        if request.params is not None:
+            size = len(json.dumps(request.params, separators=(",", ":")).encode())
+            if size > PARAMS_MAX_BYTES:
+                errors.append(
+                    FieldError("params", f"must be at most {PARAMS_MAX_BYTES} bytes of JSON (got {size})", "too_long")
+                )
+        return errors
+
     def retry_after(self, job: Job) -> int:
         """Seconds until polling this job is worthwhile."""
         provider = self.providers.get(job.provider)
-        estimate = provider.seconds_per_image * job.num_images if provider else 1.0
+        outputs = 1 if job.kind == VIDEO else job.num_images
+        estimate = seconds_per_output(provider, job.kind) * outputs if provider else 1.0
         return max(1, math.ceil(estimate))
 
     async def get(self, account: Account, job_id: str) -> Job:

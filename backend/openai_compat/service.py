@@ -79,7 +79,7 @@ def raise_unless_completed(job: Job, waited: float) -> None:
 
 
 async def b64_images(job: Job, storage: Storage) -> list[str]:
-    keys = job.image_keys or []
+    keys = [output["key"] for output in job.outputs or []]
     return [base64.b64encode(await _read(storage, key)).decode() for key in keys]
 
 

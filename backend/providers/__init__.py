@@ -8,25 +8,37 @@ from collections.abc import Callable
 from backend.config import Settings, SettingsError
 from backend.providers.animals import AnimalsProvider
 from backend.providers.base import (
+    IMAGE,
+    VIDEO,
     GeneratedImage,
+    GeneratedOutput,
     GenerationSpec,
     PermanentProviderError,
     Provider,
     ProviderError,
+    RemoteJob,
     TransientProviderError,
+    kinds_of,
+    seconds_per_output,
 )
 from backend.providers.noop import NoopProvider
 from backend.providers.openai import OpenAIImagesProvider
 
 __all__ = [
+    "IMAGE",
+    "VIDEO",
     "GeneratedImage",
+    "GeneratedOutput",
     "GenerationSpec",
     "PermanentProviderError",
     "Provider",
     "ProviderError",
+    "RemoteJob",
     "TransientProviderError",
     "build_providers",
     "close_providers",
+    "kinds_of",
+    "seconds_per_output",
 ]
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from PIL import Image, ImageDraw, ImageFont
 
-from backend.providers.base import GeneratedImage, GenerationSpec
+from backend.providers.base import IMAGE, VIDEO, GeneratedOutput, GenerationSpec
 
 ANIMALS = (
     "bear", "cat", "dog", "fox", "owl", "panda", "rabbit", "tiger", "lion", "elephant",
@@ -24,17 +24,19 @@ class AnimalsProvider:
     """Picks one animal per job and renders each image differently, `delay` seconds apiece."""
 
     name = "animals"
+    kinds = frozenset({IMAGE, VIDEO})
 
     def __init__(self, delay: float) -> None:
         self.seconds_per_image = delay
+        self.seconds_per_video = delay
 
-    async def generate(self, spec: GenerationSpec) -> AsyncIterator[GeneratedImage]:
+    async def generate(self, spec: GenerationSpec) -> AsyncIterator[GeneratedOutput]:
         animal = random.choice(ANIMALS)
         for index in range(spec.num_images):
             if self.seconds_per_image:
                 await asyncio.sleep(self.seconds_per_image)
             data = await asyncio.to_thread(render, animal, spec.prompt, f"{spec.job_id}/{index}", index)
-            yield GeneratedImage(data, "image/png", animal)
+            yield GeneratedOutput(data, "image/png", animal, SIZE, SIZE)
 
 
 def render(animal: str, prompt: str | None, seed: str, index: int) -> bytes:

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     from backend.config import Settings
     from backend.signing import UrlSigner
 
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
 # Output keys are "<job uuid>/<index>.<ext>": nothing a client sends can name another path.
-KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/\d{1,4}\.(png|jpg|webp)$")
+KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/\d{1,4}\.(png|jpg|webp|mp4)$")
 
 
 def image_key(job_id: uuid.UUID, index: int, content_type: str) -> str:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -35,10 +35,12 @@ from backend.metrics import (
     JOBS_RETRIED,
 )
 from backend.providers import (
+    GeneratedOutput,
     GenerationSpec,
     PermanentProviderError,
     Provider,
     ProviderError,
+    RemoteJob,
     TransientProviderError,
 )
 from backend.storage import Storage, StorageUnavailable, image_key, job_prefix
@@ -159,11 +161,12 @@ class Worker:
         outcome = "failed"
         error: ProviderError | None = None
         keys: list[str] = []
+        outputs: list[dict[str, Any]] = []
         animal: str | None = None
         try:
             try:
                 async with asyncio.timeout(self.settings.job_timeout):
-                    animal = await self._generate(job, keys)
+                    animal = await self._generate(running, keys, outputs)
             except asyncio.CancelledError:
                 outcome = running.stop_reason or SHUTDOWN
                 await self._discard(job, keys)
@@ -188,7 +191,7 @@ class Worker:
             if error is not None:
                 await self._discard(job, keys)
                 await self._failed(running, error)
-            elif await self._complete(Completion(job.id, token, keys, animal)):
+            elif await self._complete(Completion(job.id, token, outputs, animal)):
                 outcome = "completed"
                 JOBS_COMPLETED.labels(job.provider).inc()
                 log.info("job %s completed (%d images)", job.id, len(keys), extra=_extra(job))
@@ -207,22 +210,49 @@ class Worker:
             JOBS_IN_FLIGHT.set(self._busy)
             self._wake.set()
 
-    async def _generate(self, job: Job, keys: list[str]) -> str | None:
-        """Run the provider, storing each image as it arrives; returns the animal, if any."""
+    async def _generate(self, running: Running, keys: list[str], outputs: list[dict[str, Any]]) -> str | None:
+        """Run the provider, storing each output as it arrives; returns the animal, if any."""
+        job = running.job
         provider = self.providers.get(job.provider)
         if provider is None:
             raise PermanentProviderError("unknown_provider", f"provider {job.provider!r} is not enabled here")
         animal: str | None = None
-        spec = GenerationSpec(job.id, job.num_images, job.prompt, job.attempts)
-        async for image in provider.generate(spec):
-            key = image_key(job.id, len(keys), image.content_type)
+        spec = self._spec(running)
+        async for output in provider.generate(spec):
+            key = image_key(job.id, len(keys), output.content_type)
             keys.append(key)  # before the write, so a cancel mid-write still cleans it up
             try:
-                await self.storage.save(key, image.data, image.content_type)
+                await self.storage.save(key, output.data, output.content_type)
             except StorageUnavailable as exc:
                 raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
-            animal = image.animal or animal
+            outputs.append(_described(key, output))
+            animal = output.animal or animal
+            # Progress for watchers; the last output lands with the (batched) completion instead.
+            if len(outputs) < spec.outputs:
+                await self._write(lambda: self.repo.record_outputs(job.id, running.token, outputs))
         return animal
+
+    def _spec(self, running: Running) -> GenerationSpec:
+        job, token = running.job, running.token
+
+        async def record(remote_id: str | None) -> None:
+            # Committed before the provider polls: a worker that takes the job over resumes it.
+            if not await self._write(lambda: self.repo.record_provider_job(job.id, token, remote_id)):
+                raise PermanentProviderError("lease_lost", "this worker no longer holds the job")
+
+        return GenerationSpec(
+            job.id,
+            job.num_images,
+            job.prompt,
+            job.attempts,
+            kind=job.kind,
+            duration_seconds=job.duration_seconds or 4,
+            aspect_ratio=job.aspect_ratio,
+            seed=job.seed,
+            model=job.model,
+            params=job.params or {},
+            remote=RemoteJob(job.provider_job_id, record, lambda: running.stop_reason == CANCELED),
+        )
 
     async def _complete(self, completion: Completion) -> bool:
         """Queue a completion; True if it landed (we still held the lease)."""
@@ -382,6 +412,17 @@ def _report_crash(task: asyncio.Task[None]) -> None:
     """A worker loop only ends on stop; anything else is a bug, and /readyz turns 503."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.critical("worker loop %s crashed", task.get_name(), exc_info=exc)
+
+
+def _described(key: str, output: GeneratedOutput) -> dict[str, Any]:
+    return {
+        "key": key,
+        "contentType": output.content_type,
+        "width": output.width,
+        "height": output.height,
+        "durationSeconds": output.duration_seconds,
+        "sizeBytes": len(output.data),
+    }
 
 
 def _extra(job: Job) -> dict[str, str]:
