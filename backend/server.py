@@ -1,0 +1,103 @@
+"""`python -m backend [serve]`: start the database if needed, migrate, serve the API and its worker."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+from backend.config import Settings, SettingsError, load_settings
+from backend.logs import configure_logging
+from backend.providers import build_providers
+
+log = logging.getLogger("backend")
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+        build_providers(settings)  # fail now, with the setting's name, not after the database started
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.debugpy_enabled:
+        start_debugger(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.database_url:
+        return serve(settings)
+
+    from backend.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+
+    pg = EmbeddedPostgres(
+        settings.data_dir / "postgres",
+        settings.embedded_db_port,
+        url_file=settings.data_dir / "embedded-postgres.url",
+    )
+    try:
+        pg.start()
+    except EmbeddedPostgresError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        log.info("no DATABASE_URL set: using the embedded PostgreSQL at %s (psql and pgAdmin can connect)", pg.url)
+        return serve(settings.model_copy(update={"database_url": pg.url}))
+    finally:
+        pg.stop()
+
+
+def serve(settings: Settings) -> int:
+    from backend.app import create_app
+    from backend.db import migrate
+
+    if settings.run_migrations:
+        migrate(settings.sqlalchemy_url)
+        log.info("database schema is at head")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+    server = Server(config)
+    server.run()
+    # Drained: from here on we are shutting down anyway, and a signal arriving late
+    # (a second SIGTERM from an impatient supervisor) must not turn exit 0 into a kill.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return 0 if server.started else 1
+
+
+class Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after draining; a service that drained cleanly exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+def start_debugger(settings: Settings) -> None:
+    import debugpy
+
+    debugpy.listen((settings.debugpy_host, settings.debugpy_port))
+    log.warning("debugpy is listening on %s:%d (DEBUGPY_ENABLED=true)", settings.debugpy_host, settings.debugpy_port)
+    if settings.debugpy_wait:
+        log.warning("waiting for a debugger to attach (DEBUGPY_WAIT=true)")
+        debugpy.wait_for_client()
+
