@@ -1,10 +1,23 @@
-"""`python -m backend`: serve the API and its worker (see backend/server.py)."""
+"""`python -m backend [COMMAND]`: no command (or `serve`) serves; the others are the command line.
+
+Only the chosen command's modules are imported, so a client command starts without loading the server.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from backend.server import main
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
+    if command == "serve":
+        from backend.server import main as serve
+
+        return serve()
+    from backend.cli import main as cli
+
+    return cli(sys.argv[1:])
+
 
 if __name__ == "__main__":
     sys.exit(main())

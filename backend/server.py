@@ -100,4 +100,3 @@ def start_debugger(settings: Settings) -> None:
     if settings.debugpy_wait:
         log.warning("waiting for a debugger to attach (DEBUGPY_WAIT=true)")
         debugpy.wait_for_client()
-
