@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import av
 import httpx
 import pytest
 from alembic import command
+from PIL import ImageChops
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import alembic_config
 from backend.providers import GeneratedOutput, GenerationSpec
 from backend.providers.animals import render
+from backend.providers.animation import FPS
 from tests.conftest import AppFactory, wait_for_status
 from tests.test_api import assert_problem
 
@@ -154,3 +158,32 @@ async def test_the_migration_moves_image_keys_into_outputs(database_url: str, en
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.mark.parametrize(("seconds", "ratio", "size"), [(2, "16:9", (448, 256)), (3, "9:16", (256, 448))])
+async def test_animals_makes_a_playable_mp4_of_the_asked_length_and_shape(
+    client: httpx.AsyncClient, seconds: int, ratio: str, size: tuple[int, int]
+) -> None:
+    body = {"kind": "video", "durationSeconds": seconds, "aspectRatio": ratio, "prompt": "a fox running"}
+    created = (await client.post("/generations", json=body)).json()
+
+    job = await wait_for_status(client, created["jobId"], {"completed"})
+
+    (output,) = job["outputs"]
+    assert job["imageUrls"] is None and output["url"].endswith(".mp4")
+    assert (output["contentType"], output["width"], output["height"]) == ("video/mp4", *size)
+    assert output["durationSeconds"] == seconds
+    served = await client.get(output["url"])
+    assert served.headers["content-type"] == "video/mp4" and len(served.content) == output["sizeBytes"]
+    with av.open(io.BytesIO(served.content)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert (stream.width, stream.height) == size
+        assert container.duration is not None
+        assert container.duration / av.time_base == pytest.approx(seconds, abs=0.1)
+        frames = [frame.to_image().convert("L") for frame in container.decode(video=0)]
+    assert len(frames) == seconds * FPS
+    # Something visibly moves: frames a second apart differ in many pixels.
+    histogram = ImageChops.difference(frames[0], frames[FPS]).histogram()
+    changed = sum(histogram[30:]) / (size[0] * size[1])
+    assert changed > 0.01, f"only {changed:.2%} of pixels changed in a second"

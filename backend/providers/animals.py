@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from PIL import Image, ImageDraw, ImageFont
 
+from backend.providers.animation import frame_size, render_video
 from backend.providers.base import IMAGE, VIDEO, GeneratedOutput, GenerationSpec
 
 ANIMALS = (
@@ -21,7 +22,7 @@ SIZE = 256
 
 
 class AnimalsProvider:
-    """Picks one animal per job and renders each image differently, `delay` seconds apiece."""
+    """Picks one animal per job and renders each image (or the video) differently, `delay` seconds apiece."""
 
     name = "animals"
     kinds = frozenset({IMAGE, VIDEO})
@@ -32,6 +33,13 @@ class AnimalsProvider:
 
     async def generate(self, spec: GenerationSpec) -> AsyncIterator[GeneratedOutput]:
         animal = random.choice(ANIMALS)
+        if spec.kind == VIDEO:
+            if self.seconds_per_video:
+                await asyncio.sleep(self.seconds_per_video)
+            seconds, ratio = spec.duration_seconds, spec.aspect_ratio
+            data = await asyncio.to_thread(render_video, animal, spec.prompt, str(spec.job_id), seconds, ratio)
+            yield GeneratedOutput(data, "video/mp4", animal, *frame_size(ratio), float(seconds))
+            return
         for index in range(spec.num_images):
             if self.seconds_per_image:
                 await asyncio.sleep(self.seconds_per_image)
