@@ -21,6 +21,11 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import ops
+from backend.chat import endpoints as chat_endpoints
+from backend.chat.catalog import Catalog, load_catalog
+from backend.chat.repository import ChatRepository
+from backend.chat.results import ResultAppender
+from backend.chat.service import ChatService, build_enhancer
 from backend.config import Settings, load_settings
 from backend.db import WORKER_POOL_SIZE, create_engine, database_down, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
@@ -48,6 +53,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     """The app; `providers` replaces the ones settings would build (tests use fakes this way)."""
     settings = settings or load_settings()
     enabled = providers if providers is not None else build_providers(settings)
+    catalog = Catalog.enabled(load_catalog(settings.model_catalog_file), enabled)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,13 +70,19 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         app.state.storage = storage
         app.state.signer = signer
         app.state.service = JobService(repo, enabled, settings)
+        enhancer = build_enhancer(settings)
+        app.state.chat = ChatService(ChatRepository(engine), catalog, enhancer, app.state.service, settings)
+        chat_results = ResultAppender(app.state.chat, settings.chat_result_poll_interval)
         app.state.worker = worker
         app.state.head_revision = head_revision()
         if worker is not None:
             worker.start()
+        chat_results.start()
         try:
             yield
         finally:
+            await chat_results.stop()
+            await enhancer.aclose()
             if worker is not None:
                 await worker.stop()
             await close_providers(enabled)
@@ -88,6 +100,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     app.state.settings = settings
     app.include_router(jobs_endpoints.router)
     app.include_router(storage_endpoints.router)
+    app.include_router(chat_endpoints.router)
     app.include_router(ops.router)
     app.include_router(openai_endpoints.router)
     app.add_middleware(JsonBodyMiddleware)

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     upload_ttl_hours: float = Field(24.0, gt=0, le=24 * 365)
     # Signs the app's own URLs (local uploads). Replicas must share it; unset = one per process.
     signing_secret: SecretStr | None = None
+    # The chat assistant.
+    model_catalog_file: Path | None = Field(
+        None, description="A JSON file of catalog models added to (or replacing, by key) the built-in ones."
+    )
+    prompt_enhancer: Literal["none", "openai"] = "none"
+    prompt_enhancer_base_url: str | None = Field(
+        None, description="An OpenAI-compatible server; OPENAI_BASE_URL if unset."
+    )
+    prompt_enhancer_model: str = "gpt-4o-mini"
+    prompt_enhancer_timeout: float = Field(5.0, gt=0, le=60)
+    chat_result_poll_interval: float = Field(1.0, gt=0, le=3600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from backend.chat.catalog import load_catalog
 from backend.config import Settings, SettingsError, load_settings
 from backend.logs import configure_logging
 from backend.providers import build_providers
@@ -22,6 +23,7 @@ def main() -> int:
     try:
         settings = load_settings()
         build_providers(settings)  # fail now, with the setting's name, not after the database started
+        load_catalog(settings.model_catalog_file)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

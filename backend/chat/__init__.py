@@ -1,0 +1,1 @@
+"""The chat assistant: conversations that recommend generation options and run them as jobs."""

@@ -1,0 +1,261 @@
+"""HTTP routes of the chat assistant: parse, call the chat service, answer."""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+
+from backend.accounts import Account
+from backend.chat.repository import Chat, Message, Option
+from backend.chat.schemas import (
+    ChatCreate,
+    ChatOut,
+    MessageCreate,
+    MessageOut,
+    MessagePair,
+    ModelOut,
+    OptionOut,
+    OutputOut,
+)
+from backend.chat.service import ChatService
+from backend.deps import CurrentAccount, ImageStorage, Service, base_url
+from backend.errors import PROBLEM_JSON, FieldError, Problem, validation_problem
+from backend.jobs.endpoints import job_out, json_response
+from backend.jobs.schemas import JobOut
+from backend.jobs.service import JobService
+from backend.storage import Storage
+
+
+async def get_chat_service(request: Request) -> ChatService:
+    service: ChatService = request.app.state.chat
+    return service
+
+
+Chats = Annotated[ChatService, Depends(get_chat_service)]
+
+
+def _problems(*pairs: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {code: {"description": text, "content": {PROBLEM_JSON: {}}} for code, text in pairs}
+
+
+COMMON = _problems((413, "Body larger than 64 KiB"), (415, "Body is not JSON"), (503, "Database unavailable"))
+router = APIRouter(tags=["chat"], responses=COMMON)
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size.")]
+PageCursor = Annotated[
+    str | None, Query(max_length=200, description="From the `Link: rel=next` header of the previous page.")
+]
+
+
+def chat_out(chat: Chat) -> ChatOut:
+    return ChatOut(
+        id=chat.id,
+        title=chat.title,
+        message_count=chat.message_count,
+        last_message_at=chat.last_message_at,
+        created_at=chat.created_at,
+    )
+
+
+def _link_next(request: Request, response: Response, cursor: str | None, limit: int) -> None:
+    if cursor is not None:
+        response.headers["Link"] = f'<{request.url.include_query_params(cursor=cursor, limit=limit)}>; rel="next"'
+
+
+async def _outputs(
+    job_id: uuid.UUID, account: Account, jobs: JobService, storage: Storage, base: str
+) -> list[OutputOut]:
+    """A result's outputs as the job shows them now (fresh signed URLs); none once the job is deleted."""
+    try:
+        job = await jobs.get(account, str(job_id))
+    except Problem:
+        return []
+    shown = job_out(job, storage, base)
+    return [
+        OutputOut(url=url, content_type=mimetypes.guess_type(url.split("?")[0])[0] or "application/octet-stream")
+        for url in shown.image_urls or []
+    ]
+
+
+async def message_out(message: Message, account: Account, jobs: JobService, storage: Storage, base: str) -> MessageOut:
+    chunks: list[dict[str, Any]] = []
+    for chunk in message.render_chunks:
+        if chunk["type"] == "media":
+            outputs = await _outputs(uuid.UUID(chunk["jobId"]), account, jobs, storage, base)
+            chunk = {**chunk, "outputs": [output.model_dump(by_alias=True) for output in outputs]}
+        chunks.append(chunk)
+    return MessageOut.model_validate(
+        {
+            "id": message.id,
+            "chatId": message.chat_id,
+            "role": message.role,
+            "text": message.text,
+            "attachments": message.attachments,
+            "renderChunks": chunks,
+            "createdAt": message.created_at,
+        }
+    )
+
+
+def option_out(option: Option, job_ids: list[uuid.UUID]) -> OptionOut:
+    return OptionOut(
+        id=option.id,
+        chat_id=option.chat_id,
+        message_id=option.message_id,
+        model_key=option.model_key,
+        tool_type=option.tool_type,
+        provider=option.provider,
+        model=option.model,
+        title=option.title,
+        label=option.label,
+        prompt=option.prompt,
+        params=option.params,
+        attachments=option.input_images,
+        job_ids=job_ids,
+        created_at=option.created_at,
+    )
+
+
+@router.get("/models", response_model=list[ModelOut])
+async def list_models(chats: Chats) -> list[ModelOut]:
+    """The models the assistant may recommend: those of enabled providers, from the catalog."""
+    return [ModelOut.of(model) for model in chats.catalog.models]
+
+
+@router.post("/chats", status_code=201, response_model=ChatOut, responses=_problems((422, "Invalid request")))
+async def create_chat(
+    chats: Chats, account: CurrentAccount, response: Response, body: ChatCreate | None = None
+) -> ChatOut:
+    """Start a conversation. Without a title, the first message names it."""
+    chat = await chats.create_chat(account, body.title if body else None)
+    response.headers["Location"] = f"/chats/{chat.id}"
+    return chat_out(chat)
+
+
+@router.get("/chats", response_model=list[ChatOut], responses=_problems((422, "Invalid cursor")))
+async def list_chats(
+    request: Request,
+    response: Response,
+    chats: Chats,
+    account: CurrentAccount,
+    limit: Limit = 50,
+    cursor: PageCursor = None,
+) -> list[ChatOut]:
+    """The account's chats, newest first. The next page's URL is in the `Link` header."""
+    found, next_cursor = await chats.list_chats(account, limit, cursor)
+    _link_next(request, response, next_cursor, limit)
+    return [chat_out(chat) for chat in found]
+
+
+@router.get("/chats/{chat_id}", response_model=ChatOut, responses=_problems((404, "No such chat")))
+async def get_chat(chat_id: str, chats: Chats, account: CurrentAccount) -> ChatOut:
+    return chat_out(await chats.get_chat(account, chat_id))
+
+
+@router.delete("/chats/{chat_id}", status_code=204, responses=_problems((404, "No such chat")))
+async def delete_chat(chat_id: str, chats: Chats, account: CurrentAccount) -> Response:
+    """Delete a chat: it disappears, and its options can no longer be generated (410)."""
+    await chats.delete_chat(account, chat_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/chats/{chat_id}/messages",
+    status_code=201,
+    response_model=MessagePair,
+    responses=_problems((404, "No such chat"), (422, "Invalid text or attachments")),
+)
+async def post_message(
+    chat_id: str,
+    body: MessageCreate,
+    request: Request,
+    chats: Chats,
+    service: Service,
+    storage: ImageStorage,
+    account: CurrentAccount,
+) -> MessagePair:
+    """Say what you want; the assistant answers with two to four options (buttons) to generate."""
+    exchange = await chats.post_message(account, chat_id, body.text, body.attachments)
+    base = base_url(request)
+    return MessagePair(
+        user_message=await message_out(exchange.user, account, service, storage, base),
+        assistant_message=await message_out(exchange.assistant, account, service, storage, base),
+    )
+
+
+@router.get(
+    "/chats/{chat_id}/messages",
+    response_model=list[MessageOut],
+    responses=_problems((404, "No such chat"), (422, "Invalid cursor")),
+)
+async def list_messages(
+    chat_id: str,
+    request: Request,
+    response: Response,
+    chats: Chats,
+    service: Service,
+    storage: ImageStorage,
+    account: CurrentAccount,
+    limit: Limit = 50,
+    cursor: PageCursor = None,
+) -> list[MessageOut]:
+    """The conversation, oldest first. The next page's URL is in the `Link` header."""
+    found, next_cursor = await chats.list_messages(account, chat_id, limit, cursor)
+    _link_next(request, response, next_cursor, limit)
+    base = base_url(request)
+    return [await message_out(message, account, service, storage, base) for message in found]
+
+
+@router.get(
+    "/options/{option_id}",
+    response_model=OptionOut,
+    responses=_problems((404, "No such option"), (410, "The option's chat was deleted")),
+)
+async def get_option(option_id: str, chats: Chats, account: CurrentAccount) -> OptionOut:
+    option, job_ids = await chats.get_option(account, option_id)
+    return option_out(option, job_ids)
+
+
+@router.post(
+    "/options/{option_id}/generate",
+    status_code=202,
+    response_model=JobOut,
+    responses=_problems(
+        (400, "Idempotency-Key header missing"),
+        (404, "No such option"),
+        (410, "The option's chat was deleted"),
+        (422, "Invalid Idempotency-Key, or the option's provider is no longer enabled"),
+    ),
+)
+async def generate_option(
+    option_id: str,
+    request: Request,
+    chats: Chats,
+    storage: ImageStorage,
+    account: CurrentAccount,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Required: the same key returns the same job, however often it is sent.",
+        ),
+    ] = None,
+) -> Response:
+    """Run the option as an ordinary job (202). Its result is added to the chat when it finishes."""
+    if idempotency_key is None:
+        raise Problem(
+            400,
+            "idempotency_key_required",
+            "Idempotency-Key required",
+            "send an Idempotency-Key header (1 to 255 characters) so a retried press cannot start a second job",
+        )
+    if not idempotency_key:
+        raise validation_problem([FieldError("Idempotency-Key", "must be 1 to 255 characters", "string_too_short")])
+    job, replayed = await chats.generate(account, option_id, idempotency_key)
+    headers = {"Location": f"/generations/{job.id}", "Retry-After": str(chats.jobs.retry_after(job))}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(job_out(job, storage, base_url(request)), 202, headers)
