@@ -546,3 +546,21 @@ async def test_the_message_is_answered_when_the_enhancer_fails(make_client: AppF
         assert fake.answered == (0 if failure in ("down", "slow") else 1)
     option = (await client.get(f"/options/{buttons(answer)[0]['optionId']}")).json()
     assert option["prompt"] == "fox in snow"
+
+
+async def test_a_video_request_runs_a_video_job_with_the_asked_shape(client: httpx.AsyncClient) -> None:
+    chat = await new_chat(client)
+    answer = (await say(client, chat["id"], "a vertical video of a fox running, 2 seconds"))["assistantMessage"]
+    options = [(await client.get(f"/options/{b['optionId']}")).json() for b in buttons(answer)]
+    video = [option for option in options if option["toolType"] == "text_to_video"]
+    assert options[0]["toolType"] == "text_to_video" and video
+    assert video[0]["params"] == {"aspectRatio": "9:16", "durationSeconds": 2}
+
+    response = await client.post(f"/options/{video[0]['id']}/generate", headers={"Idempotency-Key": "v"})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert (job["kind"], job["durationSeconds"], job["aspectRatio"]) == ("video", 2, "9:16")
+    await wait_for_status(client, job["jobId"], {"completed"}, timeout=60)
+    result = await wait_for_result(client, chat["id"], job["jobId"])
+    outputs = next(c for c in result["renderChunks"] if c["type"] == "media")["outputs"]
+    assert len(outputs) == 1 and outputs[0]["contentType"] == "video/mp4" and outputs[0]["durationSeconds"] == 2

@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from backend.config import SettingsError
 from backend.jobs.schemas import GenerationCreate
-from backend.providers import Provider
+from backend.providers import IMAGE, VIDEO, Provider, kinds_of
 
 BUILT_IN_CATALOG = Path(__file__).resolve().parent / "catalog.json"
 
@@ -97,17 +97,17 @@ def load_catalog(extra_file: Path | None) -> list[CatalogModel]:
 def runnable_tool_types(provider: Provider) -> frozenset[ToolType]:
     """What the job engine and this provider can run today.
 
-    Video needs a provider that declares the video kind; image-to-X needs jobs that take input
-    images. Both are read from the engine itself, so the catalog grows as the engine does.
+    The provider declares its kinds; image-to-X also needs jobs that take input images. Both are
+    read from the engine itself, so the catalog grows as the engine does.
     """
-    kinds: frozenset[str] = frozenset(getattr(provider, "kinds", frozenset({"image"})))
-    fields = GenerationCreate.model_fields
-    takes_kind = "kind" in fields
-    takes_inputs = "input_images" in fields
-    types = {ToolType.TEXT_TO_IMAGE}
-    if takes_inputs:
-        types.add(ToolType.IMAGE_TO_IMAGE)
-    if takes_kind and "video" in kinds:
+    kinds = kinds_of(provider)
+    takes_inputs = "input_images" in GenerationCreate.model_fields
+    types = set()
+    if IMAGE in kinds:
+        types.add(ToolType.TEXT_TO_IMAGE)
+        if takes_inputs:
+            types.add(ToolType.IMAGE_TO_IMAGE)
+    if VIDEO in kinds:
         types.add(ToolType.TEXT_TO_VIDEO)
         if takes_inputs:
             types.add(ToolType.IMAGE_TO_VIDEO)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mimetypes
 import uuid
 from typing import Annotated, Any
 
@@ -18,13 +17,12 @@ from backend.chat.schemas import (
     MessagePair,
     ModelOut,
     OptionOut,
-    OutputOut,
 )
 from backend.chat.service import ChatService
 from backend.deps import CurrentAccount, ImageStorage, Service, base_url
 from backend.errors import PROBLEM_JSON, FieldError, Problem, validation_problem
 from backend.jobs.endpoints import job_out, json_response
-from backend.jobs.schemas import JobOut
+from backend.jobs.schemas import JobOut, OutputOut
 from backend.jobs.service import JobService
 from backend.storage import Storage
 
@@ -72,11 +70,7 @@ async def _outputs(
         job = await jobs.get(account, str(job_id))
     except Problem:
         return []
-    shown = job_out(job, storage, base)
-    return [
-        OutputOut(url=url, content_type=mimetypes.guess_type(url.split("?")[0])[0] or "application/octet-stream")
-        for url in shown.image_urls or []
-    ]
+    return job_out(job, storage, base).outputs or []
 
 
 async def message_out(message: Message, account: Account, jobs: JobService, storage: Storage, base: str) -> MessageOut:

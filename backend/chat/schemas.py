@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from backend.chat.catalog import CatalogModel, CostTier, LatencyTier, ToolType
-from backend.jobs.schemas import CamelModel
+from backend.jobs.schemas import CamelModel, OutputOut
 
 TEXT_MAX_LENGTH = 4000
 MAX_ATTACHMENTS = 4
@@ -72,15 +72,6 @@ class ButtonChunk(CamelModel):
     type: Literal["button"] = "button"
     label: str
     option_id: uuid.UUID
-
-
-class OutputOut(CamelModel):
-    url: str
-    content_type: str
-    width: int | None = None
-    height: int | None = None
-    duration_seconds: float | None = None
-    size_bytes: int | None = None
 
 
 class MediaChunk(CamelModel):

@@ -186,8 +186,17 @@ class ChatService:
 
     def job_request(self, option: Option) -> GenerationCreate:
         """The ordinary job an option stands for."""
-        num_images = 1 if ToolType(option.tool_type).video else int(option.params.get("numImages", 1))
-        return GenerationCreate(num_images=num_images, prompt=option.prompt, provider=option.provider)
+        video = ToolType(option.tool_type).video
+        params = option.params
+        return GenerationCreate(
+            kind="video" if video else "image",
+            num_images=None if video else int(params.get("numImages", 1)),
+            duration_seconds=params.get("durationSeconds") if video else None,
+            aspect_ratio=params.get("aspectRatio", "1:1"),
+            prompt=option.prompt,
+            provider=option.provider,
+            model=option.model,
+        )
 
     async def generate(self, account: Account, option_id: str, idempotency_key: str) -> tuple[Job, bool]:
         """Run an option as a job; the same key gives the same job (replayed=True)."""
