@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import httpx
 import openai
@@ -11,8 +15,12 @@ import pytest
 from PIL import Image
 
 from backend.providers import PermanentProviderError
+from backend.providers.base import GeneratedOutput, GenerationSpec
 from tests.conftest import LiveServerFactory
 from tests.fakes import ScriptedProvider
+
+# The SDK marks its videos methods deprecated (OpenAI's Sora service is retiring); the API shape is what we serve.
+pytestmark = pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
 
 
 def sdk(url: str, **options: object) -> openai.OpenAI:
@@ -128,3 +136,115 @@ def test_a_job_still_running_at_the_deadline_is_a_504_that_names_it(make_live_se
     jobs = httpx.get(f"{url}/generations").json()
     assert len(jobs) == 1 and jobs[0]["jobId"] in raised.value.message
     assert jobs[0]["status"] == "processing"
+
+
+MP4_HEADER = b"\x00\x00\x00\x18ftypmp42"
+
+
+@dataclass
+class ClipProvider:
+    """Makes a small MP4-typed clip per video job; `gate` holds jobs until a test opens it."""
+
+    name: str = "clips"
+    kinds: frozenset[str] = frozenset({"image", "video"})
+    seconds_per_image: float = 0.0
+    gate: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    async def generate(self, spec: GenerationSpec) -> AsyncIterator[GeneratedOutput]:
+        while not self.gate.is_set():
+            await asyncio.sleep(0.01)
+        width, height = {"16:9": (1280, 720), "9:16": (720, 1280)}.get(spec.aspect_ratio, (512, 512))
+        body = f"{spec.job_id} {spec.duration_seconds}s {spec.aspect_ratio}".encode()
+        yield GeneratedOutput(MP4_HEADER + body, "video/mp4", None, width, height, float(spec.duration_seconds))
+
+
+def test_videos_create_poll_download_and_list(make_live_server: LiveServerFactory) -> None:
+    url = make_live_server({"clips": ClipProvider(), "animals": ClipProvider(name="animals")})
+    client = sdk(url)
+
+    created = client.videos.create(prompt="a fox running", model="clips", seconds="8", size="1280x720")
+
+    assert created.object == "video" and created.status in ("queued", "in_progress", "completed")
+    assert (created.model, created.seconds, created.size, created.prompt) == ("clips", "8", "1280x720", "a fox running")
+    done = client.videos.poll(created.id, poll_interval_ms=20)
+    assert done.status == "completed" and done.progress == 100 and done.error is None
+    assert done.completed_at is not None and done.completed_at >= done.created_at
+    content = client.videos.download_content(created.id)
+    assert content.response.headers["content-type"] == "video/mp4"
+    assert content.content == MP4_HEADER + f"{created.id} 8s 16:9".encode()
+    job = httpx.get(f"{url}/generations/{created.id}").json()
+    assert (job["kind"], job["durationSeconds"], job["aspectRatio"]) == ("video", 8, "16:9")
+    assert [video.id for video in client.videos.list()] == [created.id]
+
+
+def test_videos_accept_json_and_default_to_a_four_second_portrait(make_live_server: LiveServerFactory) -> None:
+    url = make_live_server({"animals": ClipProvider(name="animals")}, worker_enabled=False)
+
+    response = httpx.post(f"{url}/v1/videos", json={"prompt": "waves"}, headers={"Authorization": "Bearer sk-x"})
+
+    assert response.status_code == 200, response.text
+    video = response.json()
+    assert (video["status"], video["progress"], video["seconds"], video["size"]) == ("queued", 0, "4", "720x1280")
+    assert (video["model"], video["error"], video["completed_at"]) == ("animals", None, None)
+    assert httpx.get(f"{url}/generations/{video['id']}").json()["aspectRatio"] == "9:16"
+
+
+def test_video_list_pages_newest_first_and_holds_only_videos(make_live_server: LiveServerFactory) -> None:
+    url = make_live_server({"animals": ClipProvider(name="animals")}, worker_enabled=False)
+    client = sdk(url)
+    ids = [client.videos.create(prompt=f"clip {i}").id for i in range(3)]
+    httpx.post(f"{url}/generations", json={"numImages": 1})
+
+    first = client.videos.list(limit=2)
+    assert [v.id for v in first.data] == ids[:0:-1] and first.has_more and first.last_id == ids[1]
+    assert [v.id for v in client.videos.list(limit=2)] == ids[::-1]  # the SDK follows `after` itself
+    assert [v.id for v in client.videos.list(limit=2, order="asc")] == ids
+
+
+def test_video_errors_are_the_sdks_exception_types(make_live_server: LiveServerFactory) -> None:
+    gated = ClipProvider(name="animals")
+    gated.gate.clear()
+    url = make_live_server({"animals": gated, "noop": ScriptedProvider(name="noop")})
+    client = sdk(url)
+    image_job = httpx.post(f"{url}/generations", json={"numImages": 1, "provider": "noop"}).json()["jobId"]
+
+    for missing in ("6f1c1f3e-52bb-4b53-a1c7-4d8f0e3b6a11", "not-an-id", image_job):
+        with pytest.raises(openai.NotFoundError):
+            client.videos.retrieve(missing)
+    with pytest.raises(openai.NotFoundError):
+        client.videos.download_content(image_job)
+
+    running = client.videos.create(prompt="slow")
+    with pytest.raises(openai.ConflictError) as not_ready:
+        client.videos.download_content(running.id)
+    assert not_ready.value.code == "video_not_ready"
+    gated.gate.set()
+    assert client.videos.poll(running.id, poll_interval_ms=20).status == "completed"
+
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"seconds": "30"}, "seconds"),
+        ({"size": "1000x300"}, "size"),
+        ({"model": "nope"}, "model"),
+        ({"model": "noop"}, "model"),
+        ({"input_reference": ("ref.png", b"\x89PNG", "image/png")}, "input_reference"),
+    ]
+    for options, param in bad:
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.videos.create(prompt="a fox", **options)  # type: ignore[arg-type]
+        assert raised.value.param == param, (options, raised.value.message)
+    assert len(httpx.get(f"{url}/generations").json()) == 2
+
+
+def test_a_failed_video_reports_its_error(make_live_server: LiveServerFactory) -> None:
+    failing = ScriptedProvider([PermanentProviderError("content_policy", "refused")], name="strict")
+    failing.kinds = frozenset({"video"})  # type: ignore[attr-defined]
+    url = make_live_server({"strict": failing, "animals": ClipProvider(name="animals")})
+    client = sdk(url)
+
+    video = client.videos.poll(client.videos.create(prompt="no", model="strict").id, poll_interval_ms=20)
+
+    assert video.status == "failed" and video.error is not None
+    assert (video.error.code, video.error.message) == ("content_policy", "refused")

@@ -202,18 +202,27 @@ class JobRepository:
         return found[0] if found else None
 
     async def page(
-        self, *, account_id: uuid.UUID, limit: int, status: JobStatus | None, after: Cursor | None
+        self,
+        *,
+        account_id: uuid.UUID,
+        limit: int,
+        status: JobStatus | None,
+        after: Cursor | None,
+        kind: str | None = None,
+        oldest_first: bool = False,
     ) -> list[Job]:
-        stmt = (
-            select(*_ALL)
-            .where(jobs.c.account_id == account_id)
-            .order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
-            .limit(limit)
+        position = tuple_(jobs.c.created_at, jobs.c.id)
+        order = (
+            (jobs.c.created_at.asc(), jobs.c.id.asc()) if oldest_first else (jobs.c.created_at.desc(), jobs.c.id.desc())
         )
+        stmt = select(*_ALL).where(jobs.c.account_id == account_id).order_by(*order).limit(limit)
         if status is not None:
             stmt = stmt.where(jobs.c.status == status.value)
+        if kind is not None:
+            stmt = stmt.where(jobs.c.kind == kind)
         if after is not None:
-            stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(after.created_at, after.id))
+            cursor = tuple_(after.created_at, after.id)
+            stmt = stmt.where(position > cursor if oldest_first else position < cursor)
         return await self._jobs(stmt)
 
     async def claim(self, *, limit: int, lease_seconds: float, worker_id: str, providers: list[str]) -> list[Job]:

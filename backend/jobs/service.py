@@ -123,11 +123,20 @@ class JobService:
         return job
 
     async def list(
-        self, account: Account, *, limit: int, status: JobStatus | None, cursor: str | None
+        self,
+        account: Account,
+        *,
+        limit: int,
+        status: JobStatus | None,
+        cursor: str | None,
+        kind: str | None = None,
+        oldest_first: bool = False,
     ) -> tuple[list[Job], str | None]:
         """One page of the account's jobs, newest first, and the cursor of the next page if there is one."""
         after = decode_cursor(cursor) if cursor else None
-        jobs = await self.repo.page(account_id=account.id, limit=limit + 1, status=status, after=after)
+        jobs = await self.repo.page(
+            account_id=account.id, limit=limit + 1, status=status, after=after, kind=kind, oldest_first=oldest_first
+        )
         if len(jobs) <= limit:
             return jobs, None
         jobs = jobs[:limit]

@@ -42,3 +42,47 @@ class ImageData(BaseModel):
 class ImagesResponse(BaseModel):
     created: int
     data: list[ImageData]
+
+
+class VideoCreateRequest(BaseModel):
+    """`POST /v1/videos`, as JSON or as the form OpenAI's SDK sends (so numbers may arrive as text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt
+    model: Model | None = Field(None, description="A provider (`animals`), or `provider/model`.")
+    seconds: int = Field(4, ge=1, le=20, description="Clip length in seconds (1 to 20; OpenAI allows 4, 8, 12).")
+    size: Annotated[str, StringConstraints(pattern=r"^\d{2,5}x\d{2,5}$")] = Field(
+        "720x1280", description="WIDTHxHEIGHT; its shape picks the aspect ratio (9:16, 16:9 or 1:1)."
+    )
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class Video(BaseModel):
+    """OpenAI's video object; `id` is the job's id, so `GET /generations/{id}` shows the same job."""
+
+    id: str
+    object: Literal["video"] = "video"
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int
+    model: str
+    prompt: str | None
+    seconds: str
+    size: str
+    created_at: int
+    completed_at: int | None
+    expires_at: int | None = None
+    remixed_from_video_id: str | None = None
+    error: VideoError | None
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Video]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
