@@ -29,6 +29,9 @@ from backend.chat.service import ChatService, build_enhancer
 from backend.config import Settings, load_settings
 from backend.db import WORKER_POOL_SIZE, create_engine, database_down, head_revision
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
+from backend.events import endpoints as events_endpoints
+from backend.events.hub import EventHub
+from backend.events.repository import EventRepository
 from backend.jobs import endpoints as jobs_endpoints
 from backend.jobs.repository import JobRepository
 from backend.jobs.service import JobService
@@ -75,6 +78,9 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         chat_results = ResultAppender(app.state.chat, settings.chat_result_poll_interval)
         app.state.worker = worker
         app.state.head_revision = head_revision()
+        # One LISTEN connection per process wakes every event stream it serves.
+        hub = app.state.events = EventHub(EventRepository(engine), settings.asyncpg_dsn)
+        hub.start()
         if worker is not None:
             worker.start()
         chat_results.start()
@@ -85,6 +91,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
             await enhancer.aclose()
             if worker is not None:
                 await worker.stop()
+            await hub.stop()
             await close_providers(enabled)
             await storage.close()
             await engine.dispose()
@@ -99,6 +106,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     )
     app.state.settings = settings
     app.include_router(jobs_endpoints.router)
+    app.include_router(events_endpoints.router)
     app.include_router(storage_endpoints.router)
     app.include_router(chat_endpoints.router)
     app.include_router(ops.router)

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     prompt_enhancer_model: str = "gpt-4o-mini"
     prompt_enhancer_timeout: float = Field(5.0, gt=0, le=60)
     chat_result_poll_interval: float = Field(1.0, gt=0, le=3600)
+    sse_heartbeat_seconds: float = Field(15.0, gt=0, le=3600)
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="whsec_… secret of the anonymous account's webhooks (unset: generated, kept in the database).",
+    )
+    webhook_timeout: float = Field(10.0, gt=0, le=300)
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_retry_base_delay: float = Field(5.0, ge=0, le=86400)
+    webhook_retry_max_delay: float = Field(36000.0, ge=0, le=604800)
+    webhook_concurrency: int = Field(16, ge=1, le=1000)
+    webhook_allow_private: bool = False
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"

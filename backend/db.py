@@ -107,3 +107,21 @@ def database_down(exc: BaseException) -> bool:
         following = current.orig if isinstance(current, DBAPIError) else None
         current = following or current.__cause__ or current.__context__
     return False
+
+
+async def fetch_raw(engine: AsyncEngine, sql: str, *args: object) -> list[asyncpg.Record]:
+    """One statement straight through asyncpg on a pooled connection (no SQLAlchemy execution layer).
+
+    SQLAlchemy cannot see a dropped connection on this path, so this discards it itself and
+    raises what the rest of the code knows as "down".
+    """
+    async with engine.connect() as connection:
+        raw: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+        try:
+            records: list[asyncpg.Record] = await raw.fetch(sql, *args)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if not (raw.is_closed() or database_down(exc)):
+                raise
+            await connection.invalidate()
+            raise DatabaseUnavailable(str(exc)) from exc
+        return records

@@ -31,6 +31,8 @@ from backend.jobs.repository import JobRepository
 from backend.providers import Provider
 from tests.s3server import CREDENTIALS, S3Server, start_s3_server
 
+# `serve`: the app over real HTTP in the test's loop (for streams).
+pytest_plugins = ["tests.servers"]
 ROOT = Path(__file__).resolve().parent.parent
 # Tables whose rows a migration seeds and the app needs (kept between tests).
 KEEP_ROWS: frozenset[str] = frozenset({"accounts"})

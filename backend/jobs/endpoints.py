@@ -68,6 +68,8 @@ def job_out(job: Job, storage: Storage, base: str) -> JobOut:
         updated_at=job.updated_at,
         started_at=job.started_at,
         completed_at=job.completed_at if finished else None,
+        webhook_url=job.webhook_url,
+        webhook_events=job.webhook_events if job.webhook_url is not None else None,
     )
 
 

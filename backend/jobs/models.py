@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Table, Text, func, text
+from sqlalchemy import ARRAY, BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Table, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -92,6 +92,9 @@ class JobTable(Base):
     provider_job_id: Mapped[str | None] = mapped_column(String(255))
     # [{"key", "contentType", "width", "height", "durationSeconds", "sizeBytes"}], rewritten as each is stored.
     outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # Where this job's events are POSTed (Standard Webhooks), and which of them.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ class Job:
     params: dict[str, Any] | None
     provider_job_id: str | None
     outputs: list[dict[str, Any]] | None
+    webhook_url: str | None
+    webhook_events: list[str] | None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:

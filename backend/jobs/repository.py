@@ -58,6 +58,8 @@ class NewJob:
     aspect_ratio: str = "1:1"
     seed: int | None = None
     params: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,9 @@ class Cursor:
 _COLUMNS = ", ".join(column.name for column in _ALL)
 _INSERT_SQL = f"""
 INSERT INTO generation_jobs
-    (num_images, prompt, provider, account_id, kind, model, duration_seconds, aspect_ratio, seed, params)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb) RETURNING {_COLUMNS}
+    (num_images, prompt, provider, account_id, kind, model, duration_seconds, aspect_ratio, seed, params,
+     webhook_url, webhook_events)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12) RETURNING {_COLUMNS}
 """
 # Every read a client makes is scoped to its account: another account's job does not exist.
 _GET_SQL = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1 AND account_id = $2"
@@ -175,12 +178,15 @@ class JobRepository:
             "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash,
             "account_id": new.account_id,
+            "webhook_url": new.webhook_url,
+            "webhook_events": new.webhook_events,
         }
         if new.idempotency_key is None:
             args = (new.kind, new.model, new.duration_seconds, new.aspect_ratio, new.seed, _json(new.params))
-            return (await self._fetch(_INSERT_SQL, new.num_images, new.prompt, new.provider, new.account_id, *args))[
-                0
-            ], True
+            hooks = (new.webhook_url, new.webhook_events)
+            return (
+                await self._fetch(_INSERT_SQL, new.num_images, new.prompt, new.provider, new.account_id, *args, *hooks)
+            )[0], True
         params |= {
             "kind": new.kind,
             "model": new.model,

@@ -88,6 +88,8 @@ class JobOut(CamelModel):
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
 
 class Health(BaseModel):

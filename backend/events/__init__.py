@@ -1,0 +1,1 @@
+"""Push: job events, server-sent event streams, and signed webhooks."""

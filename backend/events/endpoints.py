@@ -1,0 +1,107 @@
+"""HTTP routes: server-sent event streams of an account or a job, and a job's webhook deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from backend.deps import CurrentAccount, ImageStorage, Service, base_url
+from backend.errors import FieldError, validation_problem
+from backend.events.hub import EventHub, Overflow
+from backend.events.models import Event
+from backend.events.service import event_json, stream
+from backend.jobs.endpoints import PROBLEM_RESPONSES
+from backend.jobs.models import FINISHED
+from backend.storage import Storage
+
+router = APIRouter(responses=PROBLEM_RESPONSES)
+
+STREAM_RESPONSE: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "`text/event-stream`: each message has `id:` (the event id), `event:` (its type) and"
+        " `data:` (the event as JSON). A `: keepalive` comment comes every SSE_HEARTBEAT_SECONDS.",
+        "content": {"text/event-stream": {}},
+    }
+}
+
+
+async def get_hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.events
+    return hub
+
+
+Hub = Annotated[EventHub, Depends(get_hub)]
+LastEventId = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", max_length=40, description="Resume after this event id (browsers send it)."),
+]
+After = Annotated[
+    str | None,
+    Query(max_length=40, description="Resume after this event id (for clients that cannot set Last-Event-ID)."),
+]
+
+
+def _cursor(last_event_id: str | None, after: str | None) -> int:
+    for name, value in (("Last-Event-ID", last_event_id), ("after", after)):
+        if value is None or value == "":
+            continue
+        if not value.isascii() or not value.isdigit():
+            raise validation_problem([FieldError(name, "must be an event id (a non-negative integer)", "invalid")])
+        return int(value)
+    return 0
+
+
+def _respond(request: Request, events: AsyncIterator[Event], storage: Storage) -> EventSourceResponse:
+    base = base_url(request)
+
+    async def messages() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in events:
+                yield ServerSentEvent(event_json(event, storage, base), id=str(event.id), event=event.type)
+        except Overflow:
+            return  # too far behind: the client reconnects with Last-Event-ID and reads the table
+
+    return EventSourceResponse(
+        messages(),
+        # no-cache (not sse-starlette's no-store): proxies and browsers must not serve it from a cache.
+        headers={"Cache-Control": "no-cache"},
+        ping=request.app.state.settings.sse_heartbeat_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="keepalive"),
+    )
+
+
+@router.get("/events", tags=["events"], responses=STREAM_RESPONSE, response_class=EventSourceResponse)
+async def account_events(
+    request: Request,
+    hub: Hub,
+    storage: ImageStorage,
+    account: CurrentAccount,
+    last_event_id: LastEventId = None,
+    after: After = None,
+) -> EventSourceResponse:
+    """Every event of your account, replayed after `Last-Event-ID` and then live; never ends."""
+    cursor = _cursor(last_event_id, after)
+    return _respond(request, stream(hub, account.id, cursor), storage)
+
+
+@router.get(
+    "/generations/{job_id}/events", tags=["events"], responses=STREAM_RESPONSE, response_class=EventSourceResponse
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    hub: Hub,
+    service: Service,
+    storage: ImageStorage,
+    account: CurrentAccount,
+    last_event_id: LastEventId = None,
+    after: After = None,
+) -> EventSourceResponse:
+    """The job's events, replayed after `Last-Event-ID` and then live; ends after the terminal one."""
+    cursor = _cursor(last_event_id, after)
+    job = await service.get(account, job_id)
+    events = stream(hub, account.id, cursor, job_id=job.id, job_finished=job.status in FINISHED)
+    return _respond(request, events, storage)
