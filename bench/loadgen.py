@@ -1,4 +1,10 @@
-"""HTTP load generator (bench venv: aiohttp + uvloop): N keep-alive clients for a time or a count.
+"""HTTP load generator (bench venv: aiohttp + uvloop), run as its own process outside the service.
+
+Closed loop (default): N keep-alive clients, each sending its next request when the last one
+answered, for a time or a count. Open loop (--rate R): requests start on a fixed schedule, R per
+second, whatever the service's answers do, over at most N keep-alive connections; this is the
+offered load a queue's pickup latency must be judged under, since a closed loop slows down with
+the service it measures.
 
 Prints one JSON line: requests, rate, latency percentiles, status counts, and the client's own
 CPU use (a client near 100% of a core would be the bottleneck; it reports so rather than hide it).
@@ -55,7 +61,11 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             statuses[status] += 1
 
     timeout = aiohttp.ClientTimeout(total=30)
+    if args.rate:
+        connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        if args.rate:
+            return await open_loop(session, args, ids)
         while time.monotonic() < measure_from and args.total == 0:
             await asyncio.gather(*(client_once(session, urls, args, ids) for _ in range(args.concurrency)))
         cpu0, wall0 = _cpu_seconds(), time.monotonic()
@@ -73,6 +83,55 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "latency_ms": latency_summary(latencies),
         "statuses": {str(k): v for k, v in statuses.items()},
         "client_cpu": (cpu1 - cpu0) / seconds if seconds else 0.0,
+    }
+
+
+async def open_loop(session: aiohttp.ClientSession, args: argparse.Namespace, ids: list[str]) -> dict[str, object]:
+    """Start request i at start + i/rate; count how late the schedule ran (the client's own limit)."""
+    urls: list[str] = args.url
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    late: list[float] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(base: str) -> None:
+        sent = time.monotonic()
+        try:
+            status, _ = await request(session, base, args.mode, ids)
+        except (aiohttp.ClientError, TimeoutError):
+            status = 599
+        latencies.append(time.monotonic() - sent)
+        statuses[status] += 1
+
+    await asyncio.gather(*(client_once(session, urls, args, ids) for _ in range(min(args.concurrency, 8))))
+    cpu0, start = _cpu_seconds(), time.monotonic()
+    total = int(args.rate * args.duration)
+    for i in range(total):
+        due = start + i / args.rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late.append(-delay)
+        task = asyncio.create_task(one(urls[i % len(urls)]))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    sent_for = time.monotonic() - start
+    cpu1 = _cpu_seconds()
+    if pending:
+        await asyncio.wait(pending, timeout=30)
+    ok = sum(count for status, count in statuses.items() if status < 400)
+    return {
+        "requests": len(latencies),
+        "ok": ok,
+        "offered": args.rate,
+        "seconds": sent_for,
+        "rate": total / sent_for if sent_for else 0.0,
+        "latency_ms": latency_summary(latencies),
+        "schedule_late_ms_p99": latency_summary(late)["p99"] if late else 0.0,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "client_cpu": (cpu1 - cpu0) / sent_for if sent_for else 0.0,
+        "started": time.time() - (time.monotonic() - start),
     }
 
 
@@ -99,7 +158,8 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", action="append", required=True, help="service base URL; repeat for several")
     parser.add_argument("--mode", choices=["post", "get", "healthz"], required=True)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=32, help="clients, or connections with --rate")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: requests started per second")
     parser.add_argument("--duration", type=float, default=0.0, help="timed seconds (after --warmup)")
     parser.add_argument("--total", type=int, default=0, help="stop after this many requests instead")
     parser.add_argument("--warmup", type=float, default=1.0)
