@@ -61,9 +61,11 @@ class ServiceProcess:
 
 @contextlib.asynccontextmanager
 async def services(
-    database_url: str, count: int, workdir: Path, **settings: str
+    database_url: str, count: int, workdir: Path, *, code: Path = ROOT, **settings: str
 ) -> AsyncIterator[list[ServiceProcess]]:
-    """Start `count` service processes with these settings (env names); stop them on exit."""
+    """Start `count` service processes with these settings (env names); stop them on exit.
+
+    `code` is the checkout whose `backend` runs (another one measures a before/after pair)."""
     workdir.mkdir(parents=True, exist_ok=True)
     started: list[ServiceProcess] = []
     try:
@@ -77,7 +79,7 @@ async def services(
                     "DATABASE_URL": database_url,
                     "PORT": str(port),
                     "DATA_DIR": str(workdir),
-                    "PYTHONPATH": str(ROOT),
+                    "PYTHONPATH": str(code),
                 }
             )
             log = workdir / f"service-{port}.log"

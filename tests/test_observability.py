@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend.embedded_pg import free_port
 from backend.logs import ConsoleFormatter, JsonFormatter, request_id_var
+from backend.providers import GeneratedImage, GenerationSpec
+from backend.providers.animals import render
 from tests.conftest import AppFactory, wait_for_status
 from tests.processes import kill_all, start_service
 
@@ -191,3 +196,48 @@ def test_debugger_is_off_by_default(tmp_path: Path) -> None:
     finally:
         kill_all(service)
     assert "debugpy" not in service.output()
+
+
+@pytest.mark.usefixtures("engine")
+async def test_metrics_show_slots_in_use_claim_batches_and_loop_lag(make_client: AppFactory) -> None:
+    release = asyncio.Event()
+    gated = GatedProvider(release)
+    client = await make_client({"gated": gated}, default_provider="gated", worker_concurrency=2)
+    before = samples((await client.get("/metrics")).text)
+    jobs = [(await client.post("/generations", json={"numImages": 1})).json() for _ in range(3)]
+
+    async def two_slots_busy() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        while True:
+            metrics = samples((await client.get("/metrics")).text)
+            if value(metrics, "generation_worker_slots_in_use") == 2:
+                return metrics
+            await asyncio.sleep(0.02)
+
+    busy = await asyncio.wait_for(two_slots_busy(), 10)
+    release.set()
+    for job in jobs:
+        await wait_for_status(client, job["jobId"], {"completed"})
+    after = samples((await client.get("/metrics")).text)
+
+    assert value(busy, "generation_worker_jobs_in_flight") == 2  # the third job waits for a slot
+    assert value(after, "generation_worker_slots_in_use") == 0
+    claimed = value(after, "generation_worker_claim_batch_size_sum") - value(
+        before, "generation_worker_claim_batch_size_sum"
+    )
+    assert claimed == 3
+    # The probe runs four times a second; a test loop is never seconds late.
+    assert value(after, "generation_event_loop_probe_lag_seconds_count") >= 1
+    assert 0 <= value(after, "generation_event_loop_lag_seconds") < 5
+
+
+@dataclass
+class GatedProvider:
+    """Holds every job until the test opens the gate."""
+
+    gate: asyncio.Event
+    name: str = "gated"
+    seconds_per_image: float = 0.0
+
+    async def generate(self, spec: GenerationSpec) -> AsyncIterator[GeneratedImage]:
+        await self.gate.wait()
+        yield GeneratedImage(render("owl", spec.prompt, f"{spec.job_id}/0", 0), "image/png", "owl")

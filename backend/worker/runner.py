@@ -26,6 +26,7 @@ from backend.db import database_down
 from backend.jobs.models import Job
 from backend.jobs.repository import CANCEL_CHANNEL, NEW_JOB_CHANNEL, Completion, JobRepository
 from backend.metrics import (
+    CLAIM_BATCH,
     CLAIM_LATENCY,
     JOB_DURATION,
     JOBS_COMPLETED,
@@ -33,6 +34,7 @@ from backend.metrics import (
     JOBS_IN_FLIGHT,
     JOBS_RECLAIMED,
     JOBS_RETRIED,
+    SLOTS_IN_USE,
 )
 from backend.providers import (
     GeneratedOutput,
@@ -138,12 +140,16 @@ class Worker:
                     failures += 1
                     await self._pause(_backoff(failures, 0.1, 5.0), "claim", exc)
                     continue
+                CLAIM_BATCH.observe(len(jobs))
                 for job in jobs:
                     self._start_job(job)
                 if len(jobs) == want:
                     continue  # there may be more due work; claim again at once
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own, which
+            # costs the worker an extra turn of a loop it shares with every HTTP request.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.worker_poll_interval)
+                async with asyncio.timeout(self.settings.worker_poll_interval):
+                    await self._wake.wait()
 
     def _start_job(self, job: Job) -> None:
         assert job.lease_token is not None
@@ -153,7 +159,8 @@ class Worker:
         running.task = asyncio.create_task(self._run_job(running), name=f"job-{job.id}")
         self.running[job.id] = running
         self._busy += 1
-        JOBS_IN_FLIGHT.set(self._busy)
+        SLOTS_IN_USE.set(self._busy)
+        JOBS_IN_FLIGHT.set(len(self.running))
 
     async def _run_job(self, running: Running) -> None:
         job, token = running.job, running.token
@@ -202,12 +209,13 @@ class Worker:
             JOB_DURATION.labels(job.provider, outcome).observe(time.monotonic() - started)
             self._release_slot(running)
             self.running.pop(job.id, None)
+            JOBS_IN_FLIGHT.set(len(self.running))
 
     def _release_slot(self, running: Running) -> None:
         if not running.finishing:
             running.finishing = True
             self._busy -= 1
-            JOBS_IN_FLIGHT.set(self._busy)
+            SLOTS_IN_USE.set(self._busy)
             self._wake.set()
 
     async def _generate(self, running: Running, keys: list[str], outputs: list[dict[str, Any]]) -> str | None:
