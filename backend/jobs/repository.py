@@ -12,6 +12,7 @@ the write matches no row and the caller learns it lost the job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -172,11 +173,15 @@ class JobRepository:
         try:
             records = await raw.fetch(sql, *args)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if not (raw.is_closed() or database_down(exc)):
-                raise
+            if isinstance(exc, asyncpg.PostgresError) and not database_down(exc):
+                raise  # the statement failed on a healthy connection
+            # Whatever state it was left in, it must not serve another statement. (A closed one
+            # was already taken back by the pool, and its proxy refuses every call.)
+            with contextlib.suppress(asyncpg.InterfaceError):
+                raw.terminate()
             raise DatabaseUnavailable(str(exc)) from exc
         finally:
-            await self.pool.release(raw)
+            await self.pool.release(raw)  # a no-op if the pool took it back already
         return records
 
     async def _fetch(self, sql: str, *args: object) -> list[Job]:
