@@ -1,4 +1,5 @@
-"""`python -m backend [COMMAND]`: no command (or `serve`) serves; the others are the command line.
+"""`python -m backend [COMMAND]`: no command (or `serve`) serves; `keys` administers API keys; the others
+are the command line.
 
 Only the chosen command's modules are imported, so a client command starts without loading the server.
 """
@@ -14,6 +15,10 @@ def main() -> int:
         from backend.server import main as serve
 
         return serve()
+    if command == "keys":  # administration: talks to the database, not to the API
+        from backend.accounts.cli import main as keys
+
+        return keys(sys.argv[2:])
     from backend.cli import main as cli
 
     return cli(sys.argv[1:])

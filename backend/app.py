@@ -22,6 +22,8 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import ops
+from backend.accounts.auth import Authenticator, AuthMiddleware
+from backend.accounts.repository import AccountRepository
 from backend.chat import endpoints as chat_endpoints
 from backend.chat.catalog import Catalog, load_catalog
 from backend.chat.repository import ChatRepository
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         enhancer = build_enhancer(settings)
         app.state.chat = ChatService(ChatRepository(engine), catalog, enhancer, app.state.service, settings)
         chat_results = ResultAppender(app.state.chat, settings.chat_result_poll_interval)
+        app.state.authenticator = Authenticator(AccountRepository(engine))
         app.state.worker = worker
         app.state.head_revision = head_revision()
         # One LISTEN connection per process wakes every event stream it serves.
@@ -133,6 +136,8 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     app.include_router(ops.router)
     app.include_router(openai_endpoints.router)
     app.add_middleware(JsonBodyMiddleware)
+    # Before the body is read: an unauthenticated request costs no more than its headers.
+    app.add_middleware(AuthMiddleware, settings=settings)
     # Outside every middleware that may refuse a request, so /v1 refusals speak OpenAI's shape too.
     app.add_middleware(OpenAIErrorMiddleware)
     if settings.cors_origin_list:

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(16, ge=1, le=1000)
     webhook_allow_private: bool = False
 
+    # Accounts (backend/accounts): API keys.
+    auth_required: bool = False
+    allow_anonymous: bool = Field(False, description="Serve anonymous requests on a non-loopback HOST.")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 

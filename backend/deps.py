@@ -23,8 +23,9 @@ async def get_storage(request: Request) -> Storage:
 
 
 async def current_account(request: Request) -> Account:
-    """The account the request acts as (the anonymous one until API keys are checked)."""
-    return ANONYMOUS
+    """The account the request acts as, as AuthMiddleware found it (anonymous without a key)."""
+    account: Account = getattr(request.state, "account", ANONYMOUS)
+    return account
 
 
 Service = Annotated[JobService, Depends(get_service)]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from backend.accounts.auth import anonymous_exposure
 from backend.chat.catalog import load_catalog
 from backend.config import Settings, SettingsError, load_settings
 from backend.logs import configure_logging
@@ -26,6 +27,10 @@ def main() -> int:
         load_catalog(settings.model_catalog_file)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    refusal = anonymous_exposure(settings)
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     if settings.debugpy_enabled:
