@@ -186,3 +186,11 @@ async def test_keys_cli_creates_lists_and_revokes(database_url: str, make_client
     assert missing.returncode == 1 and "no API key" in missing.stderr
     bad = cli("create", "--name", "x", "--rate-limit", "-1", env=env)
     assert bad.returncode == 2 and "--rate-limit" in bad.stderr
+
+
+async def test_openai_facade_uses_the_same_keys(engine: AsyncEngine, make_client: AppFactory) -> None:
+    client = await make_client(auth_required=True, worker_enabled=False)
+    refused = await client.post("/v1/images/generations", headers=bearer(new_key()), json={"prompt": "a cat"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"]  # OpenAI's error shape under /v1
+    assert refused.headers["www-authenticate"].startswith("Bearer")
