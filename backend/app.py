@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import ops
 from backend.accounts.auth import Authenticator, AuthMiddleware
+from backend.accounts.limits import RateLimiter
 from backend.accounts.repository import AccountRepository
 from backend.chat import endpoints as chat_endpoints
 from backend.chat.catalog import Catalog, load_catalog
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         app.state.chat = ChatService(ChatRepository(engine), catalog, enhancer, app.state.service, settings)
         chat_results = ResultAppender(app.state.chat, settings.chat_result_poll_interval)
         app.state.authenticator = Authenticator(AccountRepository(engine))
+        app.state.limiter = RateLimiter(pool, settings)
         app.state.worker = worker
         app.state.head_revision = head_revision()
         # One LISTEN connection per process wakes every event stream it serves.

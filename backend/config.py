@@ -94,9 +94,11 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(16, ge=1, le=1000)
     webhook_allow_private: bool = False
 
-    # Accounts (backend/accounts): API keys.
+    # Accounts (backend/accounts): API keys, limits and quotas.
     auth_required: bool = False
     allow_anonymous: bool = Field(False, description="Serve anonymous requests on a non-loopback HOST.")
+    rate_limit_per_minute: int = Field(600, ge=0, le=1_000_000, description="Creating requests; 0 = off.")
+    max_pending_jobs_per_key: int = Field(10_000, ge=0, le=100_000_000, description="0 = no limit.")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import asyncpg
@@ -160,3 +161,28 @@ async def fetch_raw(engine: AsyncEngine, sql: str, *args: object) -> list[asyncp
             await connection.invalidate()
             raise DatabaseUnavailable(str(exc)) from exc
         return records
+
+
+async def fetch_pooled(pool: asyncpg.Pool, sql: str, *args: object) -> list[asyncpg.Record]:
+    """One statement on a connection of a plain asyncpg pool (see `create_pool`).
+
+    A dropped connection raises what the rest of the code knows as "down". asyncpg's pool
+    discards a closed connection on release; one left in an unknown state is terminated.
+    """
+    try:
+        raw = await pool.acquire(timeout=5)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"no database connection: {exc}") from exc
+    try:
+        records: list[asyncpg.Record] = await raw.fetch(sql, *args)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        if isinstance(exc, asyncpg.PostgresError) and not database_down(exc):
+            raise  # the statement failed on a healthy connection
+        # Whatever state it was left in, it must not serve another statement. (A closed one
+        # was already taken back by the pool, and its proxy refuses every call.)
+        with contextlib.suppress(asyncpg.InterfaceError):
+            raw.terminate()
+        raise DatabaseUnavailable(str(exc)) from exc
+    finally:
+        await pool.release(raw)  # a no-op if the pool took it back already
+    return records

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from backend.accounts import ANONYMOUS, Account
+from backend.accounts.limits import RateLimiter
 from backend.jobs.service import JobService
 from backend.storage import Storage
 
@@ -28,9 +29,34 @@ async def current_account(request: Request) -> Account:
     return account
 
 
+CurrentAccount = Annotated[Account, Depends(current_account)]
+
+
+async def rate_limit(request: Request, account: CurrentAccount) -> None:
+    """Spend one of the account's creating requests (429 `rate_limited` when none is left)."""
+    await _take(request, account, backlog=False)
+
+
+async def rate_limit_jobs(request: Request, account: CurrentAccount) -> None:
+    """As `rate_limit`, and 429 `queue_full` beyond MAX_PENDING_JOBS_PER_KEY pending jobs."""
+    await _take(request, account, backlog=True)
+
+
+async def _take(request: Request, account: Account, *, backlog: bool) -> None:
+    limiter: RateLimiter = request.app.state.limiter
+    decision = await limiter.take(account, backlog=backlog)
+    # AuthMiddleware adds these to whatever response the route returns.
+    headers: list[tuple[bytes, bytes]] | None = getattr(request.state, "response_headers", None)
+    if decision is not None and headers is not None:
+        headers += [(name.lower().encode(), value.encode()) for name, value in decision.headers().items()]
+
+
 Service = Annotated[JobService, Depends(get_service)]
 ImageStorage = Annotated[Storage, Depends(get_storage)]
-CurrentAccount = Annotated[Account, Depends(current_account)]
+
+# Attach to every route that creates something: `@router.post(..., dependencies=[RateLimited])`.
+RateLimited = Depends(rate_limit)
+JobRateLimited = Depends(rate_limit_jobs)
 
 
 def base_url(request: Request) -> str:

@@ -27,6 +27,9 @@ BASE_ENV = {
     "LOG_LEVEL": "WARNING",
     "RUN_MIGRATIONS": "false",
     "DEBUGPY_ENABLED": "false",
+    # The queue's own capacity, not one account's budget (bench/figures/auth.py measures that).
+    "RATE_LIMIT_PER_MINUTE": "0",
+    "MAX_PENDING_JOBS_PER_KEY": "0",
 }
 
 

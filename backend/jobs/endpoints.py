@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from backend.deps import CurrentAccount, ImageStorage, Service, base_url
+from backend.deps import CurrentAccount, ImageStorage, JobRateLimited, Service, base_url
 from backend.errors import PROBLEM_JSON
 from backend.jobs.models import FINISHED, Job, JobStatus
 from backend.jobs.schemas import GenerationCreate, JobError, JobOut, OutputOut
@@ -79,7 +79,14 @@ def json_response(job: JobOut, status: int = 200, headers: dict[str, str] | None
     return Response(job.model_dump_json(by_alias=True), status, headers, media_type="application/json")
 
 
-@router.post("/generations", status_code=202, response_model=JobOut, tags=["generations"])
+@router.post(
+    "/generations",
+    status_code=202,
+    response_model=JobOut,
+    tags=["generations"],
+    dependencies=[JobRateLimited],
+    responses={429: {"description": "Rate limited or too many pending jobs", "content": {PROBLEM_JSON: {}}}},
+)
 async def create_generation(
     body: GenerationCreate,
     request: Request,

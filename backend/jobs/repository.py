@@ -12,7 +12,6 @@ the write matches no row and the caller learns it lost the job.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db import DatabaseUnavailable, database_down
+from backend.db import fetch_pooled, fetch_raw
 from backend.jobs.models import Job, JobStatus, jobs
 
 NEW_JOB_CHANNEL = "generation_jobs_new"
@@ -156,33 +155,8 @@ class JobRepository:
         discards a closed connection on release; SQLAlchemy's must be told to (invalidate).
         """
         if self.pool is None:
-            async with self.engine.connect() as connection:
-                driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
-                try:
-                    records: list[asyncpg.Record] = await driver.fetch(sql, *args)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    if not (driver.is_closed() or database_down(exc)):
-                        raise
-                    await connection.invalidate()
-                    raise DatabaseUnavailable(str(exc)) from exc
-                return records
-        try:
-            raw = await self.pool.acquire(timeout=5)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise DatabaseUnavailable(f"no database connection: {exc}") from exc
-        try:
-            records = await raw.fetch(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if isinstance(exc, asyncpg.PostgresError) and not database_down(exc):
-                raise  # the statement failed on a healthy connection
-            # Whatever state it was left in, it must not serve another statement. (A closed one
-            # was already taken back by the pool, and its proxy refuses every call.)
-            with contextlib.suppress(asyncpg.InterfaceError):
-                raw.terminate()
-            raise DatabaseUnavailable(str(exc)) from exc
-        finally:
-            await self.pool.release(raw)  # a no-op if the pool took it back already
-        return records
+            return await fetch_raw(self.engine, sql, *args)
+        return await fetch_pooled(self.pool, sql, *args)
 
     async def _fetch(self, sql: str, *args: object) -> list[Job]:
         return [Job.from_row(record) for record in await self._fetch_raw(sql, *args)]

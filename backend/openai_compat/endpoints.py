@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from backend.deps import CurrentAccount, ImageStorage, Service, base_url
+from backend.deps import CurrentAccount, ImageStorage, JobRateLimited, Service, base_url
 from backend.errors import FieldError, Problem, not_found, validation_problem
 from backend.jobs.endpoints import job_out
 from backend.jobs.models import JobKind, JobStatus
@@ -30,7 +30,12 @@ from backend.openai_compat.schemas import (
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
 
-@router.post("/images/generations", response_model=ImagesResponse, response_model_exclude_none=True)
+@router.post(
+    "/images/generations",
+    response_model=ImagesResponse,
+    response_model_exclude_none=True,
+    dependencies=[JobRateLimited],
+)
 async def generate_images(
     body: ImageGenerationRequest,
     request: Request,
@@ -53,7 +58,7 @@ async def generate_images(
     return ImagesResponse(created=int(job.created_at.timestamp()), data=data)
 
 
-@router.post("/videos", response_model=Video)
+@router.post("/videos", response_model=Video, dependencies=[JobRateLimited])
 async def create_video(
     request: Request,
     service: Service,

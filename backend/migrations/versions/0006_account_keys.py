@@ -1,7 +1,7 @@
 """A hint of each account's key, so `keys list` can tell keys apart without storing them.
 
 Revision ID: account_keys
-Revises: outputs
+Revises: events
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "account_keys"
-down_revision: str | None = "outputs"
+down_revision: str | None = "events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
