@@ -8,15 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from backend.accounts import Account
-from backend.chat.repository import Chat, Message, Option
+from backend.chat.models import Chat, Message
 from backend.chat.schemas import (
     ChatCreate,
     ChatOut,
+    MediaChunk,
     MessageCreate,
     MessageOut,
     MessagePair,
     ModelOut,
     OptionOut,
+    message_view,
+    option_view,
 )
 from backend.chat.service import ChatService
 from backend.deps import CurrentAccount, ImageStorage, Service, base_url
@@ -73,43 +76,15 @@ async def _outputs(
     return job_out(job, storage, base).outputs or []
 
 
-async def message_out(message: Message, account: Account, jobs: JobService, storage: Storage, base: str) -> MessageOut:
-    chunks: list[dict[str, Any]] = []
-    for chunk in message.render_chunks:
-        if chunk["type"] == "media":
-            outputs = await _outputs(uuid.UUID(chunk["jobId"]), account, jobs, storage, base)
-            chunk = {**chunk, "outputs": [output.model_dump(by_alias=True) for output in outputs]}
-        chunks.append(chunk)
-    return MessageOut.model_validate(
-        {
-            "id": message.id,
-            "chatId": message.chat_id,
-            "role": message.role,
-            "text": message.text,
-            "attachments": message.attachments,
-            "renderChunks": chunks,
-            "createdAt": message.created_at,
-        }
-    )
-
-
-def option_out(option: Option, job_ids: list[uuid.UUID]) -> OptionOut:
-    return OptionOut(
-        id=option.id,
-        chat_id=option.chat_id,
-        message_id=option.message_id,
-        model_key=option.model_key,
-        tool_type=option.tool_type,
-        provider=option.provider,
-        model=option.model,
-        title=option.title,
-        label=option.label,
-        prompt=option.prompt,
-        params=option.params,
-        attachments=option.input_images,
-        job_ids=job_ids,
-        created_at=option.created_at,
-    )
+async def message_out(
+    message: Message | MessageOut, account: Account, jobs: JobService, storage: Storage, base: str
+) -> MessageOut:
+    """The message with each media chunk's outputs as its job shows them now."""
+    view = message if isinstance(message, MessageOut) else message_view(message)
+    for chunk in view.render_chunks:
+        if isinstance(chunk, MediaChunk):
+            chunk.outputs = await _outputs(chunk.job_id, account, jobs, storage, base)
+    return view
 
 
 @router.get("/models", response_model=list[ModelOut])
@@ -209,7 +184,7 @@ async def list_messages(
 )
 async def get_option(option_id: str, chats: Chats, account: CurrentAccount) -> OptionOut:
     option, job_ids = await chats.get_option(account, option_id)
-    return option_out(option, job_ids)
+    return option_view(option, job_ids)
 
 
 @router.post(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -86,3 +91,47 @@ generations = Table(
     # NULL until the result message is in the chat: the durable to-do list of the result appender.
     Column("resolved_at", DateTime(timezone=True)),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    id: uuid.UUID
+    account_id: uuid.UUID
+    title: str | None
+    message_count: int
+    last_message_at: datetime | None
+    created_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: uuid.UUID
+    seq: int
+    chat_id: uuid.UUID
+    account_id: uuid.UUID
+    role: str
+    text: str
+    attachments: list[uuid.UUID]
+    render_chunks: list[dict[str, Any]]
+    job_id: uuid.UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    id: uuid.UUID
+    chat_id: uuid.UUID
+    message_id: uuid.UUID
+    account_id: uuid.UUID
+    position: int
+    model_key: str
+    tool_type: str
+    provider: str
+    model: str
+    title: str
+    label: str
+    prompt: str
+    params: dict[str, Any]
+    input_images: list[uuid.UUID]
+    created_at: datetime

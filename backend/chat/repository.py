@@ -12,52 +12,8 @@ from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from backend.chat.models import chats, generations, messages, options
+from backend.chat.models import Chat, Message, Option, chats, generations, messages, options
 from backend.jobs.models import FINISHED, jobs
-
-
-@dataclass(frozen=True, slots=True)
-class Chat:
-    id: uuid.UUID
-    account_id: uuid.UUID
-    title: str | None
-    message_count: int
-    last_message_at: datetime | None
-    created_at: datetime
-    deleted_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    id: uuid.UUID
-    seq: int
-    chat_id: uuid.UUID
-    account_id: uuid.UUID
-    role: str
-    text: str
-    attachments: list[uuid.UUID]
-    render_chunks: list[dict[str, Any]]
-    job_id: uuid.UUID | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    id: uuid.UUID
-    chat_id: uuid.UUID
-    message_id: uuid.UUID
-    account_id: uuid.UUID
-    position: int
-    model_key: str
-    tool_type: str
-    provider: str
-    model: str
-    title: str
-    label: str
-    prompt: str
-    params: dict[str, Any]
-    input_images: list[uuid.UUID]
-    created_at: datetime
 
 
 @dataclass(frozen=True)

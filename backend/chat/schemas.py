@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from backend.chat.catalog import CatalogModel, CostTier, LatencyTier, ToolType
+from backend.chat.models import Message, Option
 from backend.jobs.schemas import CamelModel, OutputOut
 
 TEXT_MAX_LENGTH = 4000
@@ -77,7 +78,7 @@ class ButtonChunk(CamelModel):
 class MediaChunk(CamelModel):
     type: Literal["media"] = "media"
     job_id: uuid.UUID
-    outputs: list[OutputOut]
+    outputs: list[OutputOut] = Field(default_factory=list, description="As the job shows them when read.")
 
 
 RenderChunk = Annotated[TextChunk | ButtonChunk | MediaChunk, Field(discriminator="type")]
@@ -113,3 +114,37 @@ class OptionOut(CamelModel):
     attachments: list[uuid.UUID]
     job_ids: list[uuid.UUID] = Field(description="Jobs generated from this option, oldest first.")
     created_at: datetime
+
+
+def message_view(message: Message) -> MessageOut:
+    """The message as stored: a media chunk's outputs are filled in by whoever has the job at hand."""
+    return MessageOut.model_validate(
+        {
+            "id": message.id,
+            "chatId": message.chat_id,
+            "role": message.role,
+            "text": message.text,
+            "attachments": message.attachments,
+            "renderChunks": message.render_chunks,
+            "createdAt": message.created_at,
+        }
+    )
+
+
+def option_view(option: Option, job_ids: list[uuid.UUID]) -> OptionOut:
+    return OptionOut(
+        id=option.id,
+        chat_id=option.chat_id,
+        message_id=option.message_id,
+        model_key=option.model_key,
+        tool_type=ToolType(option.tool_type),
+        provider=option.provider,
+        model=option.model,
+        title=option.title,
+        label=option.label,
+        prompt=option.prompt,
+        params=option.params,
+        attachments=option.input_images,
+        job_ids=job_ids,
+        created_at=option.created_at,
+    )

@@ -11,8 +11,9 @@ from typing import Any
 from backend.accounts import Account
 from backend.chat.catalog import Catalog, ToolType
 from backend.chat.enhancer import NoEnhancer, OpenAIEnhancer, PromptEnhancer
+from backend.chat.models import Chat, Message, Option
 from backend.chat.recommender import recommend
-from backend.chat.repository import Chat, ChatRepository, FinishedGeneration, Message, NewOption, Option
+from backend.chat.repository import ChatRepository, FinishedGeneration, NewOption
 from backend.config import Settings
 from backend.errors import FieldError, Problem, not_found, validation_problem
 from backend.jobs.models import Job, JobStatus
