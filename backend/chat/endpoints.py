@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.accounts import Account
 from backend.chat.models import Chat, Message
@@ -21,9 +24,13 @@ from backend.chat.schemas import (
     message_view,
     option_view,
 )
-from backend.chat.service import ChatService
+from backend.chat.service import CHAT_KEY_PREFIX, ChatService
 from backend.deps import CurrentAccount, ImageStorage, Service, base_url
 from backend.errors import PROBLEM_JSON, FieldError, Problem, validation_problem
+from backend.events.endpoints import STREAM_RESPONSE, After, Hub, LastEventId
+from backend.events.hub import Overflow
+from backend.events.models import Event
+from backend.events.service import event_json, job_from_snapshot, stream
 from backend.jobs.endpoints import job_out, json_response
 from backend.jobs.schemas import JobOut, OutputOut
 from backend.jobs.service import JobService
@@ -228,3 +235,81 @@ async def generate_option(
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return json_response(job_out(job, storage, base_url(request)), 202, headers)
+
+
+def _resume_after(last_event_id: str | None, after: str | None) -> int:
+    for name, value in (("Last-Event-ID", last_event_id), ("after", after)):
+        if value:
+            if not (value.isascii() and value.isdigit()):
+                raise validation_problem([FieldError(name, "must be an event id (a non-negative integer)", "invalid")])
+            return int(value)
+    return 0
+
+
+def _option_of(job_key: str | None) -> uuid.UUID | None:
+    """The option a chat job was generated from, read from its scoped idempotency key."""
+    if not job_key or not job_key.startswith(CHAT_KEY_PREFIX):
+        return None
+    try:
+        return uuid.UUID(job_key.split(":")[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _job_of_options(event: Event, option_ids: set[uuid.UUID]) -> bool:
+    if event.job_id is None or not event.type.startswith("job."):
+        return False
+    return _option_of(job_from_snapshot(event.data).idempotency_key) in option_ids
+
+
+@router.get(
+    "/chats/{chat_id}/events",
+    response_class=EventSourceResponse,
+    responses={**STREAM_RESPONSE, **_problems((404, "No such chat"), (422, "Invalid Last-Event-ID"))},
+)
+async def chat_events(
+    chat_id: str,
+    request: Request,
+    hub: Hub,
+    chats: Chats,
+    service: Service,
+    storage: ImageStorage,
+    account: CurrentAccount,
+    last_event_id: LastEventId = None,
+    after: After = None,
+) -> EventSourceResponse:
+    """The chat's events, replayed after `Last-Event-ID` and then live: `message.created`,
+    `option.created`, and `job.updated` for each change of a job generated from its options."""
+    cursor = _resume_after(last_event_id, after)
+    chat = await chats.get_chat(account, chat_id)
+    # Options always exist (and are announced) before any job made from them, so this set,
+    # grown by each option.created, knows every job's chat by the time its events arrive.
+    option_ids = set(await chats.repo.option_ids(chat.id))
+    base = base_url(request)
+
+    async def messages() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in stream(hub, account.id, cursor):
+                body: dict[str, Any] | None = None
+                if event.chat_id == chat.id:
+                    body = json.loads(event_json(event, storage, base))
+                    if event.type == "option.created":
+                        option_ids.add(uuid.UUID(body["data"]["id"]))
+                    elif event.type == "message.created":
+                        shown = MessageOut.model_validate(body["data"])
+                        shown = await message_out(shown, account, service, storage, base)
+                        body["data"] = shown.model_dump(mode="json", by_alias=True)
+                elif _job_of_options(event, option_ids):
+                    body = json.loads(event_json(event, storage, base))
+                    body["type"], body["jobEvent"], body["chatId"] = "job.updated", event.type, str(chat.id)
+                if body is not None:
+                    yield ServerSentEvent(json.dumps(body, separators=(",", ":")), id=str(event.id), event=body["type"])
+        except Overflow:
+            return  # too far behind: the client reconnects with Last-Event-ID and reads the table
+
+    return EventSourceResponse(
+        messages(),
+        headers={"Cache-Control": "no-cache"},
+        ping=request.app.state.settings.sse_heartbeat_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="keepalive"),
+    )

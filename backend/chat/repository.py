@@ -13,6 +13,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.chat.models import Chat, Message, Option, chats, generations, messages, options
+from backend.chat.schemas import message_view, option_view
+from backend.events.repository import append_in
 from backend.jobs.models import FINISHED, jobs
 
 
@@ -151,6 +153,10 @@ class ChatRepository:
                     .returning(*_OPTION)
                 )
                 made = sorted((_option(row) for row in rows), key=lambda option: option.position)
+            await _announce(connection, "message.created", user.account_id, user.chat_id, _message_data(user))
+            for option in made:
+                await _announce(connection, "option.created", option.account_id, option.chat_id, _option_data(option))
+            await _announce(connection, "message.created", answer.account_id, answer.chat_id, _message_data(answer))
             await connection.execute(
                 update(chats)
                 .where(chats.c.id == chat.id)
@@ -179,6 +185,10 @@ class ChatRepository:
         async with self.engine.connect() as connection:
             row = (await connection.execute(stmt)).first()
         return (_option(row), bool(row.deleted)) if row is not None else None
+
+    async def option_ids(self, chat_id: uuid.UUID) -> list[uuid.UUID]:
+        async with self.engine.connect() as connection:
+            return list((await connection.execute(select(options.c.id).where(options.c.chat_id == chat_id))).scalars())
 
     async def option_job_ids(self, option_id: uuid.UUID) -> list[uuid.UUID]:
         stmt = (
@@ -246,6 +256,9 @@ class ChatRepository:
                     message = await _insert_result(connection, item, text, chunks)
                     if message is not None:
                         appended.append(message)
+                        await _announce(
+                            connection, "message.created", message.account_id, message.chat_id, _message_data(message)
+                        )
                         await connection.execute(
                             update(chats)
                             .where(chats.c.id == item.chat_id)
@@ -258,6 +271,21 @@ class ChatRepository:
                     .values(resolved_at=func.now())
                 )
         return appended
+
+
+def _message_data(message: Message) -> dict[str, Any]:
+    return message_view(message).model_dump(mode="json", by_alias=True)
+
+
+def _option_data(option: Option) -> dict[str, Any]:
+    return option_view(option, []).model_dump(mode="json", by_alias=True)
+
+
+async def _announce(
+    connection: AsyncConnection, type_: str, account_id: uuid.UUID, chat_id: uuid.UUID, data: dict[str, Any]
+) -> None:
+    """The chat's event, committed in the same transaction as what it announces."""
+    await append_in(connection, account_id, type_, data, chat_id=chat_id)
 
 
 async def _lock_live_chat(connection: AsyncConnection, chat_id: uuid.UUID, mode: str) -> bool:

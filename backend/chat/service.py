@@ -24,6 +24,7 @@ from backend.jobs.service import JobService, decode_cursor, encode_cursor
 log = logging.getLogger(__name__)
 
 TITLE_LENGTH = 60
+CHAT_KEY_PREFIX = "chat:"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def scoped_idempotency_key(option_id: uuid.UUID, client_key: str) -> str:
 
     Hashing the client's key keeps the result within the engine's 255 characters whatever it sent.
     """
-    return f"chat:{option_id}:{hashlib.sha256(client_key.encode()).hexdigest()}"
+    return f"{CHAT_KEY_PREFIX}{option_id}:{hashlib.sha256(client_key.encode()).hexdigest()}"
 
 
 class ChatService:

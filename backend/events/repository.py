@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.db import fetch_raw
 from backend.events.models import ID_SHIFT, TERMINAL_TYPES, Delivery, Event, deliveries
@@ -157,6 +157,22 @@ class EventRepository:
         """
         records = await self._fetch(sql, account_id, generated)
         return str(records[0][0]) if records else generated
+
+
+async def append_in(
+    connection: AsyncConnection,
+    account_id: uuid.UUID,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    job_id: uuid.UUID | None = None,
+    chat_id: uuid.UUID | None = None,
+) -> int:
+    """As EventRepository.append, inside the caller's open transaction: the event commits (or
+    vanishes) with the change it reports, and follows the trigger's id rule within it."""
+    raw: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    records = await raw.fetch(_APPEND, account_id, type_, job_id, chat_id, data_text(data))
+    return int(records[0][0])
 
 
 def data_text(data: dict[str, Any]) -> str:
