@@ -564,3 +564,17 @@ async def test_a_video_request_runs_a_video_job_with_the_asked_shape(client: htt
     result = await wait_for_result(client, chat["id"], job["jobId"])
     outputs = next(c for c in result["renderChunks"] if c["type"] == "media")["outputs"]
     assert len(outputs) == 1 and outputs[0]["contentType"] == "video/mp4" and outputs[0]["durationSeconds"] == 2
+
+
+async def test_messages_and_generates_spend_the_accounts_rate_limit(make_client: AppFactory) -> None:
+    client = await make_client(rate_limit_per_minute=3, worker_enabled=False)
+    chat = await new_chat(client)
+    pair = await client.post(f"/chats/{chat['id']}/messages", json={"text": "a cat"})
+    assert pair.status_code == 201 and "ratelimit" in pair.headers
+    option_id = buttons(pair.json()["assistantMessage"])[0]["optionId"]
+    assert (await client.post(f"/options/{option_id}/generate", headers={"Idempotency-Key": "a"})).status_code == 202
+    assert (await client.post(f"/chats/{chat['id']}/messages", json={"text": "a dog"})).status_code == 201
+    limited = assert_problem(await client.post(f"/chats/{chat['id']}/messages", json={"text": "an owl"}), 429)
+    assert limited["code"] == "rate_limited"
+    assert_problem(await client.post(f"/options/{option_id}/generate", headers={"Idempotency-Key": "b"}), 429)
+    assert len(await messages_of(client, chat["id"])) == 4

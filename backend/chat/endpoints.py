@@ -25,7 +25,7 @@ from backend.chat.schemas import (
     option_view,
 )
 from backend.chat.service import CHAT_KEY_PREFIX, ChatService
-from backend.deps import CurrentAccount, ImageStorage, Service, base_url
+from backend.deps import CurrentAccount, ImageStorage, JobRateLimited, RateLimited, Service, base_url
 from backend.errors import PROBLEM_JSON, FieldError, Problem, validation_problem
 from backend.events.endpoints import STREAM_RESPONSE, After, Hub, LastEventId
 from backend.events.hub import Overflow
@@ -141,7 +141,8 @@ async def delete_chat(chat_id: str, chats: Chats, account: CurrentAccount) -> Re
     "/chats/{chat_id}/messages",
     status_code=201,
     response_model=MessagePair,
-    responses=_problems((404, "No such chat"), (422, "Invalid text or attachments")),
+    responses=_problems((404, "No such chat"), (422, "Invalid text or attachments"), (429, "Rate limited")),
+    dependencies=[RateLimited],
 )
 async def post_message(
     chat_id: str,
@@ -203,7 +204,9 @@ async def get_option(option_id: str, chats: Chats, account: CurrentAccount) -> O
         (404, "No such option"),
         (410, "The option's chat was deleted"),
         (422, "Invalid Idempotency-Key, or the option's provider is no longer enabled"),
+        (429, "Rate limited or too many pending jobs"),
     ),
+    dependencies=[JobRateLimited],
 )
 async def generate_option(
     option_id: str,
