@@ -27,7 +27,21 @@ from backend.openai_compat.schemas import (
     VideoList,
 )
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+# Every error under /v1 answers in OpenAI's shape, `{"error": {"message", "type", "code", "param"}}`.
+router = APIRouter(
+    prefix="/v1",
+    tags=["openai-compatible"],
+    responses={
+        status: {"description": description, "content": {"application/json": {}}}
+        for status, description in [
+            (400, "Invalid request (OpenAI error shape)"),
+            (401, "Missing or invalid API key"),
+            (404, "No such object"),
+            (429, "Rate limited"),
+            (503, "Database unavailable"),
+        ]
+    },
+)
 
 
 @router.post(

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from backend.jobs.schemas import PROMPT_MAX_LENGTH
 
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=PROMPT_MAX_LENGTH)]
-Model = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# `provider` or `provider/model`; a provider name is at most 64 characters, as on POST /generations.
+Model = Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_.-]{1,64}(/\S+)?$")]
 
 
 class ImageGenerationRequest(BaseModel):

@@ -6,9 +6,14 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from backend.deps import ImageStorage
-from backend.errors import not_found
+from backend.errors import PROBLEM_JSON, not_found
 
-router = APIRouter()
+router = APIRouter(
+    responses={
+        404: {"description": "No such output", "content": {PROBLEM_JSON: {}}},
+        503: {"description": "Object store unavailable", "content": {PROBLEM_JSON: {}}},
+    }
+)
 
 
 @router.get(
