@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -55,6 +55,9 @@ from backend.providers import Provider, build_providers, close_providers
 from backend.signing import UrlSigner
 from backend.storage import StorageUnavailable, build_storage
 from backend.storage import endpoints as storage_endpoints
+from backend.uploads import endpoints as uploads_endpoints
+from backend.uploads.repository import UploadRepository
+from backend.uploads.service import UploadService, sweep_forever
 from backend.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -88,7 +91,9 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         app.state.engine = engine
         app.state.storage = storage
         app.state.signer = signer
-        app.state.service = JobService(repo, enabled, settings)
+        uploads = UploadService(UploadRepository(engine), storage, settings)
+        app.state.uploads = uploads
+        app.state.service = JobService(repo, enabled, settings, storage=storage, uploads=uploads)
         enhancer = build_enhancer(settings)
         app.state.chat = ChatService(ChatRepository(engine), catalog, enhancer, app.state.service, settings)
         chat_results = ResultAppender(app.state.chat, settings.chat_result_poll_interval)
@@ -100,12 +105,17 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         hub = app.state.events = EventHub(EventRepository(engine), settings.asyncpg_dsn)
         hub.start()
         lag_probe = asyncio.create_task(watch_loop_lag(), name="loop-lag")
+        sweeper: asyncio.Task[None] | None = None
         if worker is not None:
             worker.start()
+            sweeper = asyncio.create_task(sweep_forever(uploads), name="uploads-sweep")
         chat_results.start()
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
             await chat_results.stop()
             await enhancer.aclose()
             if worker is not None:
@@ -135,9 +145,10 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
     app.include_router(events_endpoints.router)
     app.include_router(storage_endpoints.router)
     app.include_router(chat_endpoints.router)
+    app.include_router(uploads_endpoints.router)
     app.include_router(ops.router)
     app.include_router(openai_endpoints.router)
-    app.add_middleware(JsonBodyMiddleware)
+    app.add_middleware(JsonBodyMiddleware, raw_body_paths=[uploads_endpoints.CONTENT_PATH])
     # Before the body is read: an unauthenticated request costs no more than its headers.
     app.add_middleware(AuthMiddleware, settings=settings)
     # Outside every middleware that may refuse a request, so /v1 refusals speak OpenAI's shape too.
@@ -317,11 +328,17 @@ class RequestContextMiddleware:
 class JsonBodyMiddleware:
     """Refuse oversized (413) and non-JSON (415) bodies before anything parses them."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, raw_body_paths: Sequence[re.Pattern[str]] = ()) -> None:
         self.app = app
+        # Routes that take other bodies (upload bytes) and bound them themselves.
+        self.raw_body_paths = tuple(raw_body_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or any(pattern.match(scope["path"]) for pattern in self.raw_body_paths)
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])

@@ -179,7 +179,7 @@ async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
     [
         ("PUT", "/generations", ["GET", "POST"]),
         ("DELETE", "/generations", ["GET", "POST"]),
-        ("POST", "/generations/6f1c1f3e-52bb-4b53-a1c7-4d8f0e3b6a11", ["GET"]),
+        ("POST", "/generations/6f1c1f3e-52bb-4b53-a1c7-4d8f0e3b6a11", ["GET", "DELETE"]),
         ("GET", "/generations/6f1c1f3e-52bb-4b53-a1c7-4d8f0e3b6a11/cancel", ["POST"]),
         ("POST", "/healthz", ["GET"]),
     ],

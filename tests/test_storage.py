@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.embedded_pg import free_port
-from tests.conftest import AppFactory, wait_for_status
+from backend.jobs.repository import JobRepository, NewJob
+from tests.conftest import APPS, AppFactory, wait_for_status
 from tests.s3server import S3Server
+from tests.test_ownership import make_account
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -86,3 +93,78 @@ async def test_unreachable_object_store_fails_attempts_with_storage_unavailable(
     assert job["attempts"] == 2  # retried: an outage of the store is transient
     assert job["error"]["code"] == "storage_unavailable"
     assert "gave up after 2 attempts" in job["error"]["message"]
+
+
+async def test_delete_removes_a_finished_job_and_its_files(client: httpx.AsyncClient) -> None:
+    created = (await client.post("/generations", json={"numImages": 2})).json()
+    job = await wait_for_status(client, created["jobId"], {"completed"})
+    root = APPS[client].state.settings.data_dir / "images" / job["jobId"]
+    assert root.is_dir()
+
+    response = await client.delete(f"/generations/{job['jobId']}")
+
+    assert response.status_code == 204 and response.content == b""
+    assert (await client.get(f"/generations/{job['jobId']}")).status_code == 404
+    assert (await client.get(job["imageUrls"][0])).status_code == 404
+    assert not root.exists()
+    assert (await client.delete(f"/generations/{job['jobId']}")).status_code == 404
+
+
+async def test_delete_cancels_a_running_job_first(make_client: AppFactory) -> None:
+    client = await make_client(image_provider_delay=5.0)
+    created = (await client.post("/generations", json={"numImages": 3})).json()
+    await wait_for_status(client, created["jobId"], {"processing"})
+
+    assert (await client.delete(f"/generations/{created['jobId']}")).status_code == 204
+
+    assert (await client.get(f"/generations/{created['jobId']}")).status_code == 404
+    assert (await client.get("/generations")).json() == []
+
+
+async def test_delete_of_unknown_or_foreign_job_is_404(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    other = await make_account(engine, "other")
+    theirs, _ = await JobRepository(engine).create(NewJob(1, None, "animals", other))
+
+    for job_id in (str(uuid.uuid4()), "not-a-uuid", str(theirs.id)):
+        response = await client.delete(f"/generations/{job_id}")
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert await JobRepository(engine).get(theirs.id, other) is not None
+
+
+async def test_delete_removes_s3_objects(make_client: AppFactory, s3_settings: dict[str, Any]) -> None:
+    client = await make_client(**s3_settings)
+    created = (await client.post("/generations", json={"numImages": 2})).json()
+    job = await wait_for_status(client, created["jobId"], {"completed"})
+    location = (await client.get(job["imageUrls"][0])).headers["location"]
+    assert httpx.get(location, timeout=10).status_code == 200
+
+    assert (await client.delete(f"/generations/{job['jobId']}")).status_code == 204
+
+    assert httpx.get(location, timeout=10).status_code == 404
+
+
+async def test_retention_removes_s3_objects(
+    make_client: AppFactory, s3_settings: dict[str, Any], engine: AsyncEngine
+) -> None:
+    client = await make_client(**s3_settings)
+    created = (await client.post("/generations", json={"numImages": 1})).json()
+    job = await wait_for_status(client, created["jobId"], {"completed"})
+    location = (await client.get(job["imageUrls"][0])).headers["location"]
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE generation_jobs SET created_at = now() - interval '2 days',"
+                " completed_at = now() - interval '2 days' WHERE id = :id"
+            ),
+            {"id": uuid.UUID(job["jobId"])},
+        )
+
+    # A replica with retention on prunes at start: the row, then the objects.
+    await make_client(**s3_settings, job_retention_seconds=86400)
+
+    deadline = time.monotonic() + 30
+    while httpx.get(location, timeout=10).status_code != 404:
+        assert time.monotonic() < deadline, "the retention sweep did not remove the object"
+        await asyncio.sleep(0.1)
+    assert (await client.get(f"/generations/{job['jobId']}")).status_code == 404

@@ -8,6 +8,7 @@ only the public paths below are reachable without a key when AUTH_REQUIRED=true.
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from typing import Any
 
@@ -24,6 +25,9 @@ from backend.errors import PROBLEM_JSON, Problem
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"})
 PUBLIC_PATHS |= {"/openapi.json", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/static/",)
+# URLs whose own expiring signature is the credential (checked by their route), as an S3
+# presigned URL's is: a local upload's content URL.
+SIGNED_PATHS = re.compile(r"^/uploads/[^/]+/content$")
 
 # How long a process trusts what it learnt about a key: a revoked key stops working
 # within this many seconds on every replica, and a busy key costs one query per window.
@@ -72,7 +76,7 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or SIGNED_PATHS.match(path) is not None
 
 
 class AuthMiddleware:

@@ -60,6 +60,7 @@ def job_out(job: Job, storage: Storage, base: str) -> JobOut:
         image_urls=[output.url for output in outputs] if outputs is not None and job.kind == "image" else None,
         outputs=outputs,
         provider_job_id=job.provider_job_id,
+        input_images=job.input_images or [],
         # A transient error stays visible while the job waits for its retry.
         error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
         attempts=job.attempts,
@@ -146,3 +147,10 @@ async def cancel_generation(
 ) -> JobOut:
     """Cancel a pending or running job. A finished job answers 409."""
     return job_out(await service.cancel(account, job_id), storage, base_url(request))
+
+
+@router.delete("/generations/{job_id}", status_code=204, response_class=Response, tags=["generations"])
+async def delete_generation(job_id: str, service: Service, account: CurrentAccount) -> Response:
+    """Delete a job and its files; a pending or running one is canceled first."""
+    await service.delete(account, job_id)
+    return Response(status_code=204)

@@ -95,6 +95,8 @@ class JobTable(Base):
     # Where this job's events are POSTed (Standard Webhooks), and which of them.
     webhook_url: Mapped[str | None] = mapped_column(Text)
     webhook_events: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    # Uploads the job uses as input pictures, in the order the client named them.
+    input_images: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(UUID(as_uuid=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,7 @@ class Job:
     outputs: list[dict[str, Any]] | None
     webhook_url: str | None
     webhook_events: list[str] | None
+    input_images: list[uuid.UUID] | None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:

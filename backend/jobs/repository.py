@@ -61,6 +61,7 @@ class NewJob:
     params: dict[str, Any] | None = None
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
+    input_images: list[uuid.UUID] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,9 @@ class JobRepository:
             "account_id": new.account_id,
             "webhook_url": new.webhook_url,
             "webhook_events": new.webhook_events,
+            "input_images": new.input_images,
         }
-        if new.idempotency_key is None:
+        if new.idempotency_key is None and not new.input_images:
             args = (new.kind, new.model, new.duration_seconds, new.aspect_ratio, new.seed, _json(new.params))
             hooks = (new.webhook_url, new.webhook_events)
             return (
@@ -190,6 +192,8 @@ class JobRepository:
             "seed": new.seed,
             "params": new.params,
         }
+        if new.idempotency_key is None:  # a job with inputs: off the hot path
+            return (await self._jobs(insert(jobs).returning(*_ALL), params))[0], True
         created = await self._jobs(_INSERT_UNLESS_KEY_EXISTS, params)
         if created:
             return created[0], True
@@ -348,6 +352,15 @@ class JobRepository:
         notify = func.pg_notify(CANCEL_CHANNEL, cast(canceled.c.id, Text))
         row = (await self._run(select(canceled, notify.label("notified")))).first()
         return Job.from_row(row) if row is not None else None
+
+    async def delete(self, job_id: uuid.UUID, account_id: uuid.UUID) -> bool:
+        """Remove a finished job of this account; False if there is none (or it is still live)."""
+        stmt = (
+            jobs.delete()
+            .where(jobs.c.id == job_id, jobs.c.account_id == account_id, jobs.c.status.not_in(_LIVE))
+            .returning(jobs.c.id)
+        )
+        return (await self._run(stmt)).first() is not None
 
     async def reap_expired(self, max_attempts: int) -> int:
         """Return jobs whose worker vanished to the queue, or fail them if out of attempts."""

@@ -47,6 +47,9 @@ class GenerationCreate(CamelModel):
     params: dict[str, Any] | None = Field(
         None, description="Provider options, passed through to the service (a JSON object, at most 4 KiB)."
     )
+    input_images: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
+        None, max_length=4, description="Up to 4 upload ids (POST /uploads) whose pictures the job uses."
+    )
 
 
 class OutputOut(CamelModel):
@@ -79,6 +82,7 @@ class JobOut(CamelModel):
     image_urls: list[str] | None = Field(description="Image jobs only: the URLs of `outputs`, in order.")
     outputs: list[OutputOut] | None = Field(description="What is stored so far; complete once `completed`.")
     provider_job_id: str | None = Field(description="The remote service's id for this job, once known.")
+    input_images: list[uuid.UUID] = Field(default_factory=list, description="The uploads the job uses as inputs.")
     error: JobError | None
     attempts: int
     next_attempt_at: datetime | None = Field(

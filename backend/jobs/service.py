@@ -14,20 +14,32 @@ from datetime import datetime
 from backend.accounts import Account
 from backend.config import Settings
 from backend.errors import FieldError, Problem, not_found, validation_problem
-from backend.jobs.models import Job, JobStatus
+from backend.jobs.models import FINISHED, Job, JobStatus
 from backend.jobs.repository import Cursor, JobRepository, NewJob
 from backend.jobs.schemas import PARAMS_MAX_BYTES, GenerationCreate
 from backend.metrics import JOBS_CANCELED, JOBS_CREATED
 from backend.providers import VIDEO, Provider, kinds_of, seconds_per_output
+from backend.storage import Storage, job_prefix
+from backend.uploads.service import UploadService
 
 log = logging.getLogger(__name__)
 
 
 class JobService:
-    def __init__(self, repo: JobRepository, providers: dict[str, Provider], settings: Settings) -> None:
+    def __init__(
+        self,
+        repo: JobRepository,
+        providers: dict[str, Provider],
+        settings: Settings,
+        *,
+        storage: Storage,
+        uploads: UploadService,
+    ) -> None:
         self.repo = repo
         self.providers = providers
         self.settings = settings
+        self.storage = storage
+        self.uploads = uploads
 
     async def create(
         self, account: Account, request: GenerationCreate, idempotency_key: str | None
@@ -49,6 +61,7 @@ class JobService:
             )
         if errors:
             raise validation_problem(errors)
+        inputs = await self.uploads.claim_inputs(account, request.input_images) if request.input_images else None
 
         request_hash = _fingerprint(request) if idempotency_key is not None else None
         video = request.kind == VIDEO
@@ -65,6 +78,7 @@ class JobService:
             aspect_ratio=request.aspect_ratio,
             seed=request.seed,
             params=request.params,
+            input_images=inputs,
         )
         job, created = await self.repo.create(new)
         if created:
@@ -159,6 +173,19 @@ class JobService:
             "Job already finished",
             f"generation job {job_id} is already {existing.status} and cannot be canceled",
         )
+
+    async def delete(self, account: Account, job_id: str) -> None:
+        """Remove a job and its files; a live one is canceled first (its worker stops)."""
+        parsed = _parse_uuid(job_id)
+        job = await self.repo.get(parsed, account.id) if parsed else None
+        if job is None or parsed is None:
+            raise not_found(f"generation job {job_id!r}")
+        if job.status not in FINISHED and await self.repo.cancel(parsed, account.id) is not None:
+            JOBS_CANCELED.labels(job.provider).inc()
+        # Files first: if the store is down this answers 503 and the job is still there to retry on.
+        await self.storage.delete_prefix(job_prefix(parsed))
+        await self.repo.delete(parsed, account.id)
+        log.info("job %s deleted", parsed, extra={"job_id": str(parsed)})
 
 
 def _fingerprint(request: GenerationCreate) -> str:

@@ -8,7 +8,7 @@ import io
 import random
 from collections.abc import AsyncIterator
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from backend.providers.animation import frame_size, render_video
 from backend.providers.base import IMAGE, VIDEO, GeneratedOutput, GenerationSpec
@@ -19,6 +19,8 @@ ANIMALS = (
 )  # fmt: skip
 
 SIZE = 256
+# How much of an input picture shows through the generated pattern.
+INPUT_WEIGHT = 0.7
 
 
 class AnimalsProvider:
@@ -43,12 +45,16 @@ class AnimalsProvider:
         for index in range(spec.num_images):
             if self.seconds_per_image:
                 await asyncio.sleep(self.seconds_per_image)
-            data = await asyncio.to_thread(render, animal, spec.prompt, f"{spec.job_id}/{index}", index)
+            picture = spec.input_images[index % len(spec.input_images)] if spec.input_images else None
+            data = await asyncio.to_thread(render, animal, spec.prompt, f"{spec.job_id}/{index}", index, picture)
             yield GeneratedOutput(data, "image/png", animal, SIZE, SIZE)
 
 
-def render(animal: str, prompt: str | None, seed: str, index: int) -> bytes:
-    """A PNG of the animal's name on a pattern seeded by the job and image index."""
+def render(animal: str, prompt: str | None, seed: str, index: int, picture: bytes | None = None) -> bytes:
+    """A PNG of the animal's name on a pattern seeded by the job and image index.
+
+    With an input picture, the picture fills the frame behind the animal, blended into the pattern.
+    """
     rng = random.Random(hashlib.sha256(seed.encode()).digest())
     top = tuple(rng.randrange(40, 220) for _ in range(3))
     bottom = tuple(rng.randrange(40, 220) for _ in range(3))
@@ -57,6 +63,11 @@ def render(animal: str, prompt: str | None, seed: str, index: int) -> bytes:
     for y in range(SIZE):
         t = y / (SIZE - 1)
         draw.line([(0, y), (SIZE, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
+    if picture is not None:
+        with Image.open(io.BytesIO(picture)) as source:
+            fitted = ImageOps.fit(ImageOps.exif_transpose(source).convert("RGB"), (SIZE, SIZE))
+        image = Image.blend(image, fitted, INPUT_WEIGHT)
+        draw = ImageDraw.Draw(image)
     for _ in range(12):
         x, y, r = rng.randrange(SIZE), rng.randrange(SIZE), rng.randrange(6, 28)
         draw.ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)

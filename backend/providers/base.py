@@ -52,6 +52,9 @@ class GenerationSpec:
         """How many outputs the job makes: one video, or num_images images."""
         return 1 if self.kind == VIDEO else self.num_images
 
+    # The bytes of the job's input pictures (PNG, JPEG or WebP, already validated), in order.
+    input_images: tuple[bytes, ...] = ()
+
 
 @dataclass(frozen=True)
 class GeneratedOutput:

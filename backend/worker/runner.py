@@ -45,7 +45,7 @@ from backend.providers import (
     RemoteJob,
     TransientProviderError,
 )
-from backend.storage import Storage, StorageUnavailable, image_key, job_prefix
+from backend.storage import ObjectTooLarge, Storage, StorageUnavailable, image_key, job_prefix, upload_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -225,7 +225,7 @@ class Worker:
         if provider is None:
             raise PermanentProviderError("unknown_provider", f"provider {job.provider!r} is not enabled here")
         animal: str | None = None
-        spec = self._spec(running)
+        spec = self._spec(running, await self._inputs(job))
         async for output in provider.generate(spec):
             key = image_key(job.id, len(keys), output.content_type)
             keys.append(key)  # before the write, so a cancel mid-write still cleans it up
@@ -240,7 +240,7 @@ class Worker:
                 await self._write(lambda: self.repo.record_outputs(job.id, running.token, outputs))
         return animal
 
-    def _spec(self, running: Running) -> GenerationSpec:
+    def _spec(self, running: Running, inputs: tuple[bytes, ...]) -> GenerationSpec:
         job, token = running.job, running.token
 
         async def record(remote_id: str | None) -> None:
@@ -260,7 +260,23 @@ class Worker:
             model=job.model,
             params=job.params or {},
             remote=RemoteJob(job.provider_job_id, record, lambda: running.stop_reason == CANCELED),
+            input_images=inputs,
         )
+
+    async def _inputs(self, job: Job) -> tuple[bytes, ...]:
+        """The input pictures' bytes, read from storage (they were validated when the job was created)."""
+        inputs = []
+        for upload_id in job.input_images or []:
+            try:
+                data = await self.storage.read(upload_key(upload_id), self.settings.max_upload_bytes)
+            except StorageUnavailable as exc:
+                raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
+            except ObjectTooLarge as exc:
+                raise PermanentProviderError("input_invalid", f"input {upload_id} is too large") from exc
+            if data is None:
+                raise PermanentProviderError("input_missing", f"input {upload_id} no longer exists")
+            inputs.append(data)
+        return tuple(inputs)
 
     async def _complete(self, completion: Completion) -> bool:
         """Queue a completion; True if it landed (we still held the lease)."""
