@@ -3,19 +3,28 @@
 The server is a direct child of this process, not a daemon: it listens on
 127.0.0.1 over TCP only and is told by the kernel to shut down when its parent
 dies, even when the parent is SIGKILLed.
+
+It never hands out a server it did not start: a port that is taken is replaced by a
+free one, and before the URL is used the answering server must report our data
+directory. A watchdog thread restarts the server if it dies; if it cannot, the
+process is asked to stop (and exits non-zero).
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib.util
 import logging
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -26,18 +35,22 @@ log = logging.getLogger(__name__)
 
 
 # The wheel's binaries, found without importing pgserver (whose import has side effects).
-def _bin_path() -> Path:
+def _install_path() -> Path:
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the pgserver wheel (which ships PostgreSQL's binaries) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
-POSTGRES_BIN_PATH = _bin_path()
+PGINSTALL = _install_path()
+POSTGRES_BIN_PATH = PGINSTALL / "bin"
 
 # PostgreSQL refuses to run as root; when we are root it runs as this user.
 SERVICE_USER = "pgembedded"
+# Where, as root, the files go that the service user cannot reach in place (see _placement).
+SYSTEM_DIR = Path("/var/lib/pgembedded")
 _PR_SET_PDEATHSIG = 1
+RESTART_ATTEMPTS = 5
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -47,12 +60,19 @@ class EmbeddedPostgresError(RuntimeError):
 class EmbeddedPostgres:
     """Start with `start()` (or a `with` block), stop with `stop()`."""
 
-    def __init__(self, data_dir: Path, port: int, *, url_file: Path | None = None) -> None:
-        self.pgdata = data_dir.resolve()
+    def __init__(self, data_dir: Path, port: int, *, url_file: Path | None = None, watch: bool = False) -> None:
+        self._user = _service_user() if os.geteuid() == 0 else None
+        self.bin_path, self.pgdata = _placement(data_dir.resolve(), self._user)
         self.port = port
         self.url_file = url_file
+        self.watch = watch
         self.process: subprocess.Popen[bytes] | None = None
-        self._user = _service_user() if os.geteuid() == 0 else None
+        # False while the server is down (between a crash and its restart): /readyz reports it.
+        self.running = False
+        # Set when the server died and could not be restarted: the app must exit non-zero.
+        self.failed = False
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -73,11 +93,28 @@ class EmbeddedPostgres:
     def start(self, timeout: float = 30.0) -> None:
         self._initdb()
         self._wait_for_previous_server(timeout)
+        if not _port_free(self.port):
+            taken, self.port = self.port, free_port()
+            message = (
+                f"EMBEDDED_DB_PORT {taken} is in use by another program; "
+                f"the embedded PostgreSQL listens on 127.0.0.1:{self.port} instead"
+            )
+            log.warning(message)
+            print(f"note: {message}", file=sys.stderr, flush=True)
+        self._launch(timeout)
+        if self.url_file is not None:
+            self.url_file.write_text(self.url + "\n")
+        log.info("embedded PostgreSQL %s ready at %s (data in %s)", _version(self.bin_path), self.url, self.pgdata)
+        if self.watch:
+            self._watchdog = threading.Thread(target=self._watch, name="embedded-postgres-watchdog", daemon=True)
+            self._watchdog.start()
+
+    def _launch(self, timeout: float) -> None:
         log_path = self.pgdata / "postgres.log"
         with log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [
-                    str(POSTGRES_BIN_PATH / "postgres"),
+                    str(self.bin_path / "postgres"),
                     "-D",
                     str(self.pgdata),
                     "-c",
@@ -98,23 +135,47 @@ class EmbeddedPostgres:
                 start_new_session=True,
             )
         self._wait_ready(timeout, log_path)
-        if self.url_file is not None:
-            self.url_file.write_text(self.url + "\n")
-        log.info("embedded PostgreSQL %s ready at %s", _version(), self.url)
+        self.running = True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown: disconnect clients, checkpoint, exit."""
+        self._stopping.set()
+        self.running = False
         if self.url_file is not None:
             self.url_file.unlink(missing_ok=True)
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            _terminate(process, timeout)
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout)
+
+    def _watch(self) -> None:
+        """Restart the server if it dies; if that fails, stop the app (it then exits non-zero)."""
+        while not self._stopping.is_set():
+            process = self.process
+            if process is None:
+                return
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            self.running = False
+            log.error("embedded PostgreSQL exited unexpectedly (code %s); restarting it", code)
+            for attempt in range(1, RESTART_ATTEMPTS + 1):
+                if self._stopping.wait(min(0.2 * 2**attempt, 5.0)):
+                    return
+                try:
+                    self._wait_for_previous_server(30.0)
+                    self._launch(30.0)
+                except EmbeddedPostgresError as exc:
+                    log.error("restart %d of the embedded PostgreSQL failed: %s", attempt, exc)
+                    continue
+                log.warning("embedded PostgreSQL restarted at %s", self.url)
+                break
+            else:
+                self.failed = True
+                log.critical("the embedded PostgreSQL could not be restarted; stopping")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     def _child_setup(self) -> None:
         # Runs in the child between fork and exec. The parent-death signal is
@@ -130,7 +191,6 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            _make_traversable(self.pgdata)
             os.chown(self.pgdata, self._user.pw_uid, self._user.pw_gid)
         os.chmod(self.pgdata, 0o700)
         if (self.pgdata / "PG_VERSION").exists():
@@ -138,7 +198,7 @@ class EmbeddedPostgres:
         log.info("initialising embedded PostgreSQL data in %s", self.pgdata)
         result = subprocess.run(
             [
-                str(POSTGRES_BIN_PATH / "initdb"),
+                str(self.bin_path / "initdb"),
                 "-D",
                 str(self.pgdata),
                 "--auth=trust",
@@ -158,7 +218,10 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"initdb failed: {result.stderr.strip()}")
 
     def _wait_for_previous_server(self, timeout: float) -> None:
-        """A server of a killed predecessor may still be shutting down on this data dir."""
+        """A server of a killed predecessor may still be shutting down on this data dir.
+
+        One whose parent is alive belongs to another running app: that is an error at once.
+        """
         pid_file = self.pgdata / "postmaster.pid"
         deadline = time.monotonic() + timeout
         while pid_file.exists():
@@ -168,6 +231,12 @@ class EmbeddedPostgres:
                 return
             if not _is_postgres(pid):
                 return  # stale file; postgres itself will remove it
+            owner = _live_parent(pid)
+            if owner is not None and owner != os.getpid():
+                raise EmbeddedPostgresError(
+                    f"the embedded PostgreSQL of {self.pgdata} is already run by another process (pid {owner}); "
+                    "stop it, or give this service another DATA_DIR"
+                )
             if time.monotonic() > deadline:
                 raise EmbeddedPostgresError(f"another PostgreSQL (pid {pid}) is still running on {self.pgdata}")
             time.sleep(0.05)
@@ -182,11 +251,96 @@ class EmbeddedPostgres:
                     f"embedded PostgreSQL exited with code {self.process.returncode} "
                     f"(EMBEDDED_DB_PORT={self.port}): " + " | ".join(tail)
                 )
-            if _accepts_connections(self.port):
+            # Whoever answers must be our own child: a server started by someone else on this
+            # port (between our check and our bind) would otherwise be taken for ours.
+            if _accepts_connections(self.bin_path, self.port) and self._answering_is_ours():
                 return
             time.sleep(0.02)
-        self.stop()
+        _terminate(self.process, timeout)
         raise EmbeddedPostgresError(f"embedded PostgreSQL did not start within {timeout:.0f}s")
+
+    def _answering_is_ours(self) -> bool:
+        result = subprocess.run(
+            [
+                str(self.bin_path / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-w",  # never prompt: a server that wants a password is not ours
+                "-Atc",
+                "SHOW data_directory",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "3"},
+        )
+        return result.returncode == 0 and Path(result.stdout.strip()).resolve() == self.pgdata
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Fast shutdown (SIGINT): disconnect clients, checkpoint, exit; killed if it takes too long."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _placement(pgdata: Path, user: pwd.struct_passwd | None) -> tuple[Path, Path]:
+    """Where the binaries run from and the data lives, changing no permission outside the data dir.
+
+    Unprivileged, both stay where they are. As root the server runs as SERVICE_USER, who must
+    reach both: a path it cannot traverse (e.g. under /root, mode 700) is not opened up; the
+    binaries are copied once, and the data kept, under /var/lib/pgembedded, and a note in the
+    data dir's parent says where.
+    """
+    if user is None:
+        return POSTGRES_BIN_PATH, pgdata
+    bin_path = POSTGRES_BIN_PATH
+    if not _traversable(POSTGRES_BIN_PATH):
+        version = _version(POSTGRES_BIN_PATH)
+        copy = _system_dir() / f"pginstall-{version}"
+        if not (copy / "bin" / "postgres").exists():
+            staging = SYSTEM_DIR / f".pginstall-{version}.{os.getpid()}"
+            shutil.copytree(PGINSTALL, staging, symlinks=True)
+            staging.rename(copy)
+        bin_path = copy / "bin"
+    if not _traversable(pgdata.parent):
+        moved = _system_dir() / f"data-{hashlib.sha256(str(pgdata).encode()).hexdigest()[:16]}"
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        (pgdata.parent / f"{pgdata.name}.location").write_text(
+            f"{moved}\n# {pgdata.parent} is not reachable by the user {SERVICE_USER} that runs the embedded\n"
+            "# PostgreSQL (a parent directory is not searchable by others), so its files are kept above.\n"
+        )
+        log.warning("%s is not reachable by %s; the embedded database's files are in %s", pgdata, SERVICE_USER, moved)
+        pgdata = moved
+    return bin_path, pgdata
+
+
+def _system_dir() -> Path:
+    SYSTEM_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return SYSTEM_DIR
+
+
+def _traversable(path: Path) -> bool:
+    """Whether "others" may search every directory from / down to `path` (and `path` itself)."""
+    for folder in [path, *path.parents]:
+        try:
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                return False
+        except FileNotFoundError:
+            continue  # created later by us, under a parent that was checked
+    return True
 
 
 def _service_user() -> pwd.struct_passwd:
@@ -201,14 +355,6 @@ def _service_user() -> pwd.struct_passwd:
         return pwd.getpwnam(SERVICE_USER)
 
 
-def _make_traversable(path: Path) -> None:
-    """Let the service user reach its data dir and the server binaries."""
-    for folder in [*path.parents, *POSTGRES_BIN_PATH.parents]:
-        mode = folder.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            folder.chmod(mode | stat.S_IXOTH)
-
-
 def _is_postgres(pid: int) -> bool:
     try:
         return bool(psutil.Process(pid).name() == "postgres")
@@ -216,18 +362,36 @@ def _is_postgres(pid: int) -> bool:
         return False
 
 
-def _accepts_connections(port: int) -> bool:
+def _live_parent(pid: int) -> int | None:
+    """The pid of the process that started server `pid`, if it is still alive (not init)."""
+    try:
+        parent = psutil.Process(pid).ppid()
+    except psutil.Error:
+        return None
+    return parent if parent > 1 and psutil.pid_exists(parent) else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _accepts_connections(bin_path: Path, port: int) -> bool:
     # A TCP accept is not enough: the server listens before recovery is done.
     result = subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
+        [str(bin_path / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
         check=False,
         timeout=10,
     )
     return result.returncode == 0
 
 
-def _version() -> str:
-    out = subprocess.run([str(POSTGRES_BIN_PATH / "postgres"), "--version"], capture_output=True, text=True)
+def _version(bin_path: Path) -> str:
+    out = subprocess.run([str(bin_path / "postgres"), "--version"], capture_output=True, text=True)
     return out.stdout.strip().rsplit(" ", 1)[-1]
 
 

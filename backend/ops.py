@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -25,6 +27,22 @@ async def readyz(request: Request, response: Response) -> Health:
     """Ready to serve: database reachable, schema at head, worker running."""
     state = request.app.state
     checks: dict[str, str] = {}
+    embedded = getattr(state, "embedded_db", None)
+    if embedded is not None and not embedded.running:
+        # Our own server is down (being restarted): whatever answers on its port is not ours.
+        checks["database"] = "embedded server down"
+    else:
+        await _check_database(state, checks)
+    worker: Worker | None = state.worker
+    if worker is not None:
+        checks["worker"] = "ok" if worker.alive and worker.listening else "not running"
+    ready = all(value == "ok" for value in checks.values())
+    if not ready:
+        response.status_code = 503
+    return Health(status="ok" if ready else "unavailable", checks=checks)
+
+
+async def _check_database(state: Any, checks: dict[str, str]) -> None:
     try:
         revision = await current_revision(state.engine)
         checks["database"] = "ok"
@@ -33,13 +51,6 @@ async def readyz(request: Request, response: Response) -> Health:
         if not database_down(exc):
             raise
         checks["database"] = "unreachable"
-    worker: Worker | None = state.worker
-    if worker is not None:
-        checks["worker"] = "ok" if worker.alive and worker.listening else "not running"
-    ready = all(value == "ok" for value in checks.values())
-    if not ready:
-        response.status_code = 503
-    return Health(status="ok" if ready else "unavailable", checks=checks)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
