@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import threading
 import time
 import weakref
@@ -36,6 +37,27 @@ pytest_plugins = ["tests.servers"]
 ROOT = Path(__file__).resolve().parent.parent
 # Tables whose rows a migration seeds and the app needs (kept between tests).
 KEEP_ROWS: frozenset[str] = frozenset({"accounts"})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reachable_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """As root, the embedded PostgreSQL runs as an unprivileged user, which must reach the test's
+    folders; pytest makes its own temp root private (0700). Opening it is the tests' choice,
+    about the tests' folder: the app itself never changes permissions outside its DATA_DIR."""
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        _let_others_traverse(base, base.parent)
+
+
+@pytest.fixture(autouse=True)
+def reachable_tmp_path(request: pytest.FixtureRequest) -> None:
+    if os.geteuid() == 0 and "tmp_path" in request.fixturenames:
+        _let_others_traverse(request.getfixturevalue("tmp_path"))
+
+
+def _let_others_traverse(*folders: Path) -> None:
+    for folder in folders:
+        folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
 
 
 @pytest.fixture(scope="session")
