@@ -42,6 +42,8 @@ async def main(profile: Profile, only: list[str]) -> int:
     started = time.monotonic()
     bench_python()  # build .venv-bench before any clock starts
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    # Ours, and reachable by the unprivileged user the embedded PostgreSQL runs as under root.
+    workdir.chmod(0o711)
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     try:

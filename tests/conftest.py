@@ -67,7 +67,10 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", free_port())
+    folder = tmp_path_factory.mktemp("pg")
+    if os.geteuid() == 0:
+        _let_others_traverse(folder)
+    pg = EmbeddedPostgres(folder / "data", free_port())
     pg.start()
     yield pg.url
     pg.stop()
