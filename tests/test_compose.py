@@ -9,6 +9,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -128,7 +129,12 @@ def test_ports(services: dict[str, Service], debug_backend: Service) -> None:
 
 def test_named_volumes(services: dict[str, Service]) -> None:
     declared = load_yaml(COMPOSE).get("volumes") or {}
-    expected = {"postgres": "/var/lib/postgresql/data", "backend": "/data", "pgadmin": "/var/lib/pgadmin"}
+    expected = {
+        "postgres": "/var/lib/postgresql/data",
+        "backend": "/data",
+        "pgadmin": "/var/lib/pgadmin",
+        "minio": "/data",
+    }
     for name, path in expected.items():
         source = mounts(services[name])[path]
         assert source in declared, f"{name}:{path} is not on a named volume"
@@ -153,7 +159,8 @@ def test_backend_environment_names_are_settings(services: dict[str, Service], de
     from backend.config import Settings
 
     names = environment(services["backend"]).keys() | environment(debug_backend).keys()
-    unknown = {name for name in names if name.lower() not in Settings.model_fields}
+    # AWS_* are the standard credential variables, read by the S3 client rather than by Settings.
+    unknown = {name for name in names if name.lower() not in Settings.model_fields and not name.startswith("AWS_")}
     assert not unknown, f"backend env vars the app does not read: {sorted(unknown)}"
 
 
@@ -230,3 +237,29 @@ def test_vscode_launch_configs() -> None:
     (mapping,) = docker["pathMappings"]
     assert mapping["localRoot"] == "${workspaceFolder}"
     assert f"{mapping['remoteRoot'].rstrip('/')}/backend" == container_source_dir()
+
+
+def test_minio_object_store_with_its_bucket_and_endpoint_split(services: dict[str, Service]) -> None:
+    minio, init, backend = services["minio"], services["minio-init"], services["backend"]
+    for service in (minio, init):
+        image = interpolate(service["image"])
+        assert ":RELEASE." in image, f"{image} is not pinned to a release"
+    assert ("127.0.0.1", "9000", "9000") in ports(minio)
+    assert "ready" in str(minio["healthcheck"]["test"])
+    # The bucket is created once MinIO is healthy, and the backend starts only after that.
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert backend["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    script = " ".join(init["command"])
+    assert "mc mb --ignore-existing" in script and "$$S3_BUCKET" in script
+    init_env = {k: interpolate(v) for k, v in environment(init).items()}
+    env = {k: interpolate(v) for k, v in environment(backend).items()}
+    assert env["STORAGE_BACKEND"] == "s3"
+    assert env["S3_BUCKET"] == init_env["S3_BUCKET"]
+    # The app talks to MinIO inside the network; clients get URLs naming the published port.
+    internal, public = urlsplit(env["S3_ENDPOINT_INTERNAL"]), urlsplit(env["S3_PUBLIC_ENDPOINT"])
+    assert internal.hostname == "minio" and internal.port == 9000
+    assert public.hostname in ("localhost", "127.0.0.1") and str(public.port) == "9000"
+    assert env["S3_USE_PATH_STYLE"] == "true"
+    minio_env = {k: interpolate(v) for k, v in environment(minio).items()}
+    assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"] == init_env["MINIO_ROOT_USER"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"]
