@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -16,6 +17,9 @@ from backend.chat.catalog import load_catalog
 from backend.config import Settings, SettingsError, load_settings
 from backend.logs import configure_logging
 from backend.providers import build_providers
+
+if TYPE_CHECKING:
+    from backend.embedded_pg import EmbeddedPostgres
 
 log = logging.getLogger("backend")
 
@@ -45,6 +49,7 @@ def main() -> int:
         settings.data_dir / "postgres",
         settings.embedded_db_port,
         url_file=settings.data_dir / "embedded-postgres.url",
+        watch=True,
     )
     try:
         pg.start()
@@ -53,20 +58,25 @@ def main() -> int:
         return 1
     try:
         log.info("no DATABASE_URL set: using the embedded PostgreSQL at %s (psql and pgAdmin can connect)", pg.url)
-        return serve(settings.model_copy(update={"database_url": pg.url}))
+        code = serve(settings.model_copy(update={"database_url": pg.url}), embedded=pg)
     finally:
         pg.stop()
+    # The server died and could not be restarted: a supervisor should see a failure.
+    return 1 if pg.failed else code
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, embedded: EmbeddedPostgres | None = None) -> int:
     from backend.app import create_app
     from backend.db import migrate
 
     if settings.run_migrations:
         migrate(settings.sqlalchemy_url)
         log.info("database schema is at head")
+    app = create_app(settings)
+    # /readyz reports a dead embedded server at once, before a pooled connection notices.
+    app.state.embedded_db = embedded
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
