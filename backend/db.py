@@ -145,6 +145,9 @@ def database_down(exc: BaseException) -> bool:
     return False
 
 
+_RAW_DOWN = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 async def fetch_raw(engine: AsyncEngine, sql: str, *args: object) -> list[asyncpg.Record]:
     """One statement straight through asyncpg on a pooled connection (no SQLAlchemy execution layer).
 
@@ -155,8 +158,11 @@ async def fetch_raw(engine: AsyncEngine, sql: str, *args: object) -> list[asyncp
         raw: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
         try:
             records: list[asyncpg.Record] = await raw.fetch(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if not (raw.is_closed() or database_down(exc)):
+        except (*_RAW_DOWN, asyncpg.InternalClientError) as exc:
+            # A server killed mid-statement can leave the protocol in a state asyncpg calls an
+            # internal error ("another operation is in progress"): that connection is done for.
+            broken = isinstance(exc, asyncpg.InternalClientError)
+            if not (broken or raw.is_closed() or database_down(exc)):
                 raise
             await connection.invalidate()
             raise DatabaseUnavailable(str(exc)) from exc
@@ -175,7 +181,7 @@ async def fetch_pooled(pool: asyncpg.Pool, sql: str, *args: object) -> list[asyn
         raise DatabaseUnavailable(f"no database connection: {exc}") from exc
     try:
         records: list[asyncpg.Record] = await raw.fetch(sql, *args)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (*_RAW_DOWN, asyncpg.InternalClientError) as exc:  # internal: see fetch_raw
         if isinstance(exc, asyncpg.PostgresError) and not database_down(exc):
             raise  # the statement failed on a healthy connection
         # Whatever state it was left in, it must not serve another statement. (A closed one

@@ -42,11 +42,10 @@ KEEP_ROWS: frozenset[str] = frozenset({"accounts"})
 @pytest.fixture(scope="session", autouse=True)
 def reachable_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
     """As root, the embedded PostgreSQL runs as an unprivileged user, which must reach the test's
-    folders; pytest makes its own temp root private (0700). Opening it is the tests' choice,
-    about the tests' folder: the app itself never changes permissions outside its DATA_DIR."""
+    folders (under --basetemp, see pyproject); pytest makes them private (0700). Opening them is
+    the tests' choice about their own folders: the app never changes permissions outside DATA_DIR."""
     if os.geteuid() == 0:
-        base = tmp_path_factory.getbasetemp()
-        _let_others_traverse(base, base.parent)
+        _let_others_traverse(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(autouse=True)
