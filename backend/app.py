@@ -82,8 +82,8 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         signer = UrlSigner(secret.get_secret_value().encode()) if secret else UrlSigner.random()
         storage = build_storage(settings, signer)
         # The worker has pools of its own, so a flood of requests cannot starve it of connections.
-        worker_engine = create_engine(settings, WORKER_POOL_SIZE) if settings.worker_enabled else None
-        worker_pool = await create_pool(settings, WORKER_HOT_POOL_SIZE) if settings.worker_enabled else None
+        worker_engine = create_engine(settings, WORKER_POOL_SIZE) if settings.runs_worker else None
+        worker_pool = await create_pool(settings, WORKER_HOT_POOL_SIZE) if settings.runs_worker else None
         worker = (
             Worker(JobRepository(worker_engine, worker_pool), enabled, storage, settings) if worker_engine else None
         )
@@ -103,24 +103,28 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         app.state.head_revision = head_revision()
         # One LISTEN connection per process wakes every event stream it serves.
         hub = app.state.events = EventHub(EventRepository(engine), settings.asyncpg_dsn)
-        hub.start()
         lag_probe = asyncio.create_task(watch_loop_lag(), name="loop-lag")
         sweeper: asyncio.Task[None] | None = None
+        # A ROLE=worker process serves no streams and no chats: the API tier does that.
+        if settings.serves_api:
+            hub.start()
+            chat_results.start()
         if worker is not None:
             worker.start()
             sweeper = asyncio.create_task(sweep_forever(uploads), name="uploads-sweep")
-        chat_results.start()
         try:
             yield
         finally:
             if sweeper is not None:
                 sweeper.cancel()
                 await asyncio.gather(sweeper, return_exceptions=True)
-            await chat_results.stop()
+            if settings.serves_api:
+                await chat_results.stop()
             await enhancer.aclose()
             if worker is not None:
                 await worker.stop()
-            await hub.stop()
+            if settings.serves_api:
+                await hub.stop()
             lag_probe.cancel()
             await close_providers(enabled)
             await storage.close()
@@ -139,15 +143,18 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         # Metrics are Prometheus's (/metrics). FastAPI's native OpenTelemetry, on by default, asked
         # os.environ and the global providers on every request: 4% of a POST's CPU for nothing.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # A worker has no API to describe: /docs and /openapi.json are 404 there like the rest.
+        openapi_url="/openapi.json" if settings.serves_api else None,
     )
     app.state.settings = settings
-    app.include_router(jobs_endpoints.router)
-    app.include_router(events_endpoints.router)
-    app.include_router(storage_endpoints.router)
-    app.include_router(chat_endpoints.router)
-    app.include_router(uploads_endpoints.router)
-    app.include_router(ops.router)
-    app.include_router(openai_endpoints.router)
+    if settings.serves_api:
+        app.include_router(jobs_endpoints.router)
+        app.include_router(events_endpoints.router)
+        app.include_router(storage_endpoints.router)
+        app.include_router(chat_endpoints.router)
+        app.include_router(uploads_endpoints.router)
+        app.include_router(openai_endpoints.router)
+    app.include_router(ops.router)  # every role: /healthz, /readyz, /metrics
     app.add_middleware(JsonBodyMiddleware, raw_body_paths=[uploads_endpoints.CONTENT_PATH])
     # Before the body is read: an unauthenticated request costs no more than its headers.
     app.add_middleware(AuthMiddleware, settings=settings)

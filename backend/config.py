@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     run_migrations: bool = True
     db_pool_size: int = Field(20, ge=1, le=200)
 
+    # all: the HTTP API and a worker in one process (the default). api: HTTP only, claims nothing.
+    # worker: claims and runs jobs, and serves only /healthz, /readyz and /metrics.
+    role: Literal["all", "api", "worker"] = "all"
     worker_enabled: bool = True
     worker_concurrency: int = Field(32, ge=1, le=1000)
     worker_poll_interval: float = Field(1.0, gt=0, le=3600)
@@ -131,6 +134,20 @@ class Settings(BaseSettings):
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
         return self
+
+    @property
+    def serves_api(self) -> bool:
+        return self.role != "worker"
+
+    @property
+    def runs_worker(self) -> bool:
+        """ROLE=api never claims; WORKER_ENABLED=false turns the worker of ROLE=all off too."""
+        return self.role != "api" and self.worker_enabled
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _lower_role(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def provider_names(self) -> list[str]:
