@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from backend.embedded_pg import free_port
+from tests.fake_http import serve_in_thread
 
 
 @dataclass
@@ -60,18 +58,8 @@ class FakeChatCompletions:
 @contextmanager
 def serve_fake_chat_completions() -> Iterator[FakeChatCompletions]:
     fake = FakeChatCompletions()
-    app = Starlette(routes=[Route("/v1/chat/completions", fake.completions, methods=["POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "fake chat completions did not start"
-        time.sleep(0.01)
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(
+        Starlette(routes=[Route("/v1/chat/completions", fake.completions, methods=["POST"])]), "fake chat completions"
+    ) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -12,14 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from backend.embedded_pg import free_port
 from backend.providers.animals import render
+from tests.fake_http import serve_in_thread
 
 
 @dataclass
@@ -58,18 +56,8 @@ class FakeOpenAI:
 @contextmanager
 def serve_fake_openai() -> Iterator[FakeOpenAI]:
     fake = FakeOpenAI()
-    app = Starlette(routes=[Route("/v1/images/generations", fake.generations, methods=["POST"])])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "fake OpenAI did not start"
-        time.sleep(0.01)
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
+    with serve_in_thread(
+        Starlette(routes=[Route("/v1/images/generations", fake.generations, methods=["POST"])]), "fake OpenAI"
+    ) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(10)

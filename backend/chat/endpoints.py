@@ -27,8 +27,7 @@ from backend.chat.schemas import (
 from backend.chat.service import CHAT_KEY_PREFIX, ChatService
 from backend.deps import CurrentAccount, ImageStorage, JobRateLimited, RateLimited, Service, base_url
 from backend.errors import PROBLEM_JSON, FieldError, Problem, validation_problem
-from backend.events.endpoints import STREAM_RESPONSE, After, Hub, LastEventId
-from backend.events.hub import Overflow
+from backend.events.endpoints import STREAM_RESPONSE, After, Hub, LastEventId, event_stream_response, resume_cursor
 from backend.events.models import Event
 from backend.events.service import event_json, job_from_snapshot, stream
 from backend.jobs.endpoints import job_out, json_response
@@ -240,15 +239,6 @@ async def generate_option(
     return json_response(job_out(job, storage, base_url(request)), 202, headers)
 
 
-def _resume_after(last_event_id: str | None, after: str | None) -> int:
-    for name, value in (("Last-Event-ID", last_event_id), ("after", after)):
-        if value:
-            if not (value.isascii() and value.isdigit()):
-                raise validation_problem([FieldError(name, "must be an event id (a non-negative integer)", "invalid")])
-            return int(value)
-    return 0
-
-
 def _option_of(job_key: str | None) -> uuid.UUID | None:
     """The option a chat job was generated from, read from its scoped idempotency key."""
     if not job_key or not job_key.startswith(CHAT_KEY_PREFIX):
@@ -283,7 +273,7 @@ async def chat_events(
 ) -> EventSourceResponse:
     """The chat's events, replayed after `Last-Event-ID` and then live: `message.created`,
     `option.created`, and `job.updated` for each change of a job generated from its options."""
-    cursor = _resume_after(last_event_id, after)
+    cursor = resume_cursor(last_event_id, after)
     chat = await chats.get_chat(account, chat_id)
     # Options always exist (and are announced) before any job made from them, so this set,
     # grown by each option.created, knows every job's chat by the time its events arrive.
@@ -291,28 +281,20 @@ async def chat_events(
     base = base_url(request)
 
     async def messages() -> AsyncIterator[ServerSentEvent]:
-        try:
-            async for event in stream(hub, account.id, cursor):
-                body: dict[str, Any] | None = None
-                if event.chat_id == chat.id:
-                    body = json.loads(event_json(event, storage, base))
-                    if event.type == "option.created":
-                        option_ids.add(uuid.UUID(body["data"]["id"]))
-                    elif event.type == "message.created":
-                        shown = MessageOut.model_validate(body["data"])
-                        shown = await message_out(shown, account, service, storage, base)
-                        body["data"] = shown.model_dump(mode="json", by_alias=True)
-                elif _job_of_options(event, option_ids):
-                    body = json.loads(event_json(event, storage, base))
-                    body["type"], body["jobEvent"], body["chatId"] = "job.updated", event.type, str(chat.id)
-                if body is not None:
-                    yield ServerSentEvent(json.dumps(body, separators=(",", ":")), id=str(event.id), event=body["type"])
-        except Overflow:
-            return  # too far behind: the client reconnects with Last-Event-ID and reads the table
+        async for event in stream(hub, account.id, cursor):
+            body: dict[str, Any] | None = None
+            if event.chat_id == chat.id:
+                body = json.loads(event_json(event, storage, base))
+                if event.type == "option.created":
+                    option_ids.add(uuid.UUID(body["data"]["id"]))
+                elif event.type == "message.created":
+                    shown = MessageOut.model_validate(body["data"])
+                    shown = await message_out(shown, account, service, storage, base)
+                    body["data"] = shown.model_dump(mode="json", by_alias=True)
+            elif _job_of_options(event, option_ids):
+                body = json.loads(event_json(event, storage, base))
+                body["type"], body["jobEvent"], body["chatId"] = "job.updated", event.type, str(chat.id)
+            if body is not None:
+                yield ServerSentEvent(json.dumps(body, separators=(",", ":")), id=str(event.id), event=body["type"])
 
-    return EventSourceResponse(
-        messages(),
-        headers={"Cache-Control": "no-cache"},
-        ping=request.app.state.settings.sse_heartbeat_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="keepalive"),
-    )
+    return event_stream_response(request, messages())

@@ -44,7 +44,8 @@ After = Annotated[
 ]
 
 
-def _cursor(last_event_id: str | None, after: str | None) -> int:
+def resume_cursor(last_event_id: str | None, after: str | None) -> int:
+    """Where a stream resumes: `Last-Event-ID`, else `?after=`, else the beginning."""
     for name, value in (("Last-Event-ID", last_event_id), ("after", after)):
         if value is None or value == "":
             continue
@@ -54,23 +55,33 @@ def _cursor(last_event_id: str | None, after: str | None) -> int:
     return 0
 
 
-def _respond(request: Request, events: AsyncIterator[Event], storage: Storage) -> EventSourceResponse:
-    base = base_url(request)
+def event_stream_response(request: Request, messages: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    """A server-sent event response with the product's cache header and keepalive."""
 
-    async def messages() -> AsyncIterator[ServerSentEvent]:
+    async def guarded() -> AsyncIterator[ServerSentEvent]:
         try:
-            async for event in events:
-                yield ServerSentEvent(event_json(event, storage, base), id=str(event.id), event=event.type)
+            async for message in messages:
+                yield message
         except Overflow:
             return  # too far behind: the client reconnects with Last-Event-ID and reads the table
 
     return EventSourceResponse(
-        messages(),
+        guarded(),
         # no-cache (not sse-starlette's no-store): proxies and browsers must not serve it from a cache.
         headers={"Cache-Control": "no-cache"},
         ping=request.app.state.settings.sse_heartbeat_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="keepalive"),
     )
+
+
+def _respond(request: Request, events: AsyncIterator[Event], storage: Storage) -> EventSourceResponse:
+    base = base_url(request)
+
+    async def messages() -> AsyncIterator[ServerSentEvent]:
+        async for event in events:
+            yield ServerSentEvent(event_json(event, storage, base), id=str(event.id), event=event.type)
+
+    return event_stream_response(request, messages())
 
 
 @router.get("/events", tags=["events"], responses=STREAM_RESPONSE, response_class=EventSourceResponse)
@@ -83,7 +94,7 @@ async def account_events(
     after: After = None,
 ) -> EventSourceResponse:
     """Every event of your account, replayed after `Last-Event-ID` and then live; never ends."""
-    cursor = _cursor(last_event_id, after)
+    cursor = resume_cursor(last_event_id, after)
     return _respond(request, stream(hub, account.id, cursor), storage)
 
 
@@ -101,7 +112,7 @@ async def job_events(
     after: After = None,
 ) -> EventSourceResponse:
     """The job's events, replayed after `Last-Event-ID` and then live; ends after the terminal one."""
-    cursor = _cursor(last_event_id, after)
+    cursor = resume_cursor(last_event_id, after)
     job = await service.get(account, job_id)
     events = stream(hub, account.id, cursor, job_id=job.id, job_finished=job.status in FINISHED)
     return _respond(request, events, storage)
