@@ -24,6 +24,7 @@ from tests.conftest import APPS, AppFactory, wait_for_status
 from tests.fake_chat_completions import serve_fake_chat_completions
 from tests.fakes import ScriptedProvider
 from tests.test_api import assert_problem
+from tests.test_uploads import picture, upload
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -295,6 +296,7 @@ async def test_messages_are_oldest_first_with_keyset_pages(client: httpx.AsyncCl
         ({"text": "a cat", "attachments": "abc"}, "attachments"),
         ({"text": "a cat", "attachments": [str(uuid.uuid4())]}, "attachments.0"),
         ({"text": "a cat", "attachments": ["not-an-upload"]}, "attachments.0"),
+        ({"text": "a cat", "attachments": [""]}, "attachments.0"),
         ({"text": "a cat", "attachments": [str(uuid.uuid4()) for _ in range(5)]}, "attachments"),
         ({"text": "a cat", "extra": 1}, "extra"),
     ],
@@ -578,3 +580,59 @@ async def test_messages_and_generates_spend_the_accounts_rate_limit(make_client:
     assert limited["code"] == "rate_limited"
     assert_problem(await client.post(f"/options/{option_id}/generate", headers={"Idempotency-Key": "b"}), 429)
     assert len(await messages_of(client, chat["id"])) == 4
+
+
+# --- attachments ---------------------------------------------------------------------------
+
+
+async def test_an_attached_picture_gets_image_to_x_options_that_use_it(client: httpx.AsyncClient) -> None:
+    upload_id = await upload(client, picture((200, 30, 30)))
+    chat = await new_chat(client)
+    pair = await say(client, chat["id"], "make it look like winter", attachments=[upload_id])
+    assert pair["userMessage"]["attachments"] == [upload_id]
+    options = [(await client.get(f"/options/{b['optionId']}")).json() for b in buttons(pair["assistantMessage"])]
+    assert [o["toolType"] for o in options][:2] == ["image_to_image", "image_to_image"]
+    assert "image_to_video" in [o["toolType"] for o in options]
+    assert all(o["attachments"] == [upload_id] for o in options)
+
+    job = (await client.post(f"/options/{options[0]['id']}/generate", headers={"Idempotency-Key": "k"})).json()
+    assert job["inputImages"] == [upload_id] and job["kind"] == "image"
+    await wait_for_status(client, job["jobId"], {"completed"})
+    await wait_for_result(client, chat["id"], job["jobId"])
+
+
+async def test_animate_my_picture_runs_an_image_to_video_job(client: httpx.AsyncClient) -> None:
+    upload_id = await upload(client, picture((30, 200, 30)))
+    chat = await new_chat(client)
+    answer = (await say(client, chat["id"], "animate this, 2 seconds", attachments=[upload_id]))["assistantMessage"]
+    first = (await client.get(f"/options/{buttons(answer)[0]['optionId']}")).json()
+    assert first["toolType"] == "image_to_video" and first["params"]["durationSeconds"] == 2
+    job = (await client.post(f"/options/{first['id']}/generate", headers={"Idempotency-Key": "k"})).json()
+    assert (job["kind"], job["inputImages"], job["durationSeconds"]) == ("video", [upload_id], 2)
+
+
+async def test_bad_attachments_are_422_naming_each(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    announced = await client.post("/uploads", json={"fileName": "a.png", "contentType": "image/png", "size": 100})
+    not_sent = announced.json()["uploadId"]
+    garbage = await upload(client, b"not a picture at all", "image/png")
+    service = chat_service(client)
+    other = await other_account(engine)
+    theirs, _ = await service.jobs.uploads.create(other, "x.png", "image/png", 10, "http://testserver")
+    good = await upload(client, picture((1, 2, 3)))
+    chat = await new_chat(client)
+
+    response = await client.post(
+        f"/chats/{chat['id']}/messages",
+        json={"text": "a cat", "attachments": [good, not_sent, garbage, str(theirs.id)]},
+    )
+    body = assert_problem(response, 422)
+    by_field = {e["field"]: e["code"] for e in body["errors"]}
+    assert by_field == {
+        "attachments.1": "not_uploaded",
+        "attachments.2": "undecodable",
+        "attachments.3": "unknown_upload",
+    }
+    assert "inputImages" not in response.text
+    twice = await client.post(f"/chats/{chat['id']}/messages", json={"text": "a cat", "attachments": [good, good]})
+    assert_problem(twice, 422, "attachments.1")
+    assert await messages_of(client, chat["id"]) == []

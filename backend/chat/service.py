@@ -151,15 +151,18 @@ class ChatService:
         return Exchange(user, assistant, options)
 
     async def _check_attachments(self, account: Account, attachments: list[str]) -> list[uuid.UUID]:
-        """Upload ids the account may use as inputs. Uploads do not exist on this server yet,
-        so every id is unknown; the storage capability replaces this check with its own."""
-        errors = [
-            FieldError(f"attachments.{index}", f"unknown upload {value!r}", "unknown_upload")
-            for index, value in enumerate(attachments)
-        ]
-        if errors:
-            raise validation_problem(errors)
-        return []
+        """The account's uploaded pictures, checked (and kept from the unused-upload sweep) as a
+        job's inputs are; a 422 names each bad one as `attachments.N`."""
+        if not attachments:
+            return []
+        try:
+            return await self.jobs.uploads.claim_inputs(account, attachments)
+        except Problem as problem:
+            for error in problem.errors:
+                renamed = FieldError(error.field.replace("inputImages", "attachments", 1), error.message, error.code)
+                problem.errors[problem.errors.index(error)] = renamed
+            problem.detail = problem.detail.replace("inputImages", "attachments")
+            raise
 
     async def list_messages(
         self, account: Account, chat_id: str, limit: int, cursor: str | None
@@ -198,6 +201,7 @@ class ChatService:
             prompt=option.prompt,
             provider=option.provider,
             model=option.model,
+            input_images=[str(upload) for upload in option.input_images] or None,
         )
 
     async def generate(self, account: Account, option_id: str, idempotency_key: str) -> tuple[Job, bool]:
