@@ -20,7 +20,7 @@ import psutil
 
 from bench import db
 from bench.context import Context
-from bench.figures import accept, drain, growth, memory, pickup, read
+from bench.figures import accept, drain, growth, memory, pickup, read, storage
 from bench.profile import FULL, QUICK, Profile
 from bench.stats import Figure, table
 from bench.venv import ROOT, bench_python
@@ -35,6 +35,7 @@ STEPS: list[tuple[str, Callable[[Context], Awaitable[list[Figure]]]]] = [
     ("read latency", read.run),
     ("growth", growth.run),
     ("memory", memory.run),
+    ("storage", storage.run),
 ]
 
 

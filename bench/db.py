@@ -45,7 +45,7 @@ async def server_version(conn: asyncpg.Connection) -> str:
 
 
 async def reset(conn: asyncpg.Connection) -> None:
-    await conn.execute("TRUNCATE generation_jobs")
+    await conn.execute("TRUNCATE generation_jobs CASCADE")  # and the rows that point at jobs (chat)
     await conn.execute("VACUUM ANALYZE generation_jobs")
 
 
