@@ -20,7 +20,7 @@ import psutil
 
 from bench import db
 from bench.context import Context
-from bench.figures import accept, drain, growth, memory, pickup, read, storage
+from bench.figures import accept, drain, growth, hotpath, memory, pickup, read, storage
 from bench.profile import FULL, QUICK, Profile
 from bench.stats import Figure, table
 from bench.venv import ROOT, bench_python
@@ -33,6 +33,7 @@ STEPS: list[tuple[str, Callable[[Context], Awaitable[list[Figure]]]]] = [
     ("pickup latency", pickup.run),
     ("drain rate", drain.run),
     ("read latency", read.run),
+    ("hot path", hotpath.run),
     ("growth", growth.run),
     ("memory", memory.run),
     ("storage", storage.run),
