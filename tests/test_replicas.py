@@ -115,3 +115,36 @@ async def test_two_replicas_serve_each_others_files_and_survive_a_kill(
             assert max(int(str(job["attempts"])) for job in done) == 2  # the killed one's jobs ran again
     finally:
         kill_all(first, second)
+
+
+async def test_an_api_replica_and_a_worker_replica_share_the_work(
+    tmp_path: Path, database_url: str, s3_server: S3Server, engine: AsyncEngine
+) -> None:
+    env = replica_env(database_url, s3_server, s3_server.create_bucket())
+    api = start_service(tmp_path / "api", {**env, "ROLE": "api"})
+    worker = start_service(tmp_path / "worker", {**env, "ROLE": "worker"})
+    replacement: Service | None = None
+    try:
+        api.wait_ready()
+        worker.wait_ready()
+        async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+            ids = [(await client.post("/generations", json={"numImages": 2})).json()["jobId"] for _ in range(6)]
+            # Only the worker replica claims; only the API replica serves the files.
+            await running_on(engine, ids, worker, 30)
+            jobs = await wait_all(client, ids, "completed", 60)
+            assert await workers_of(engine, ids) == {str(worker.process.pid)}
+            for job in jobs:
+                await assert_served(client, job)
+            assert (await client.get(f"{worker.url}/generations/{ids[0]}")).status_code == 404
+
+            # The worker dies mid-burst; a new one takes over its jobs.
+            more = [(await client.post("/generations", json={"numImages": 3})).json()["jobId"] for _ in range(4)]
+            await running_on(engine, more, worker, 30)
+            worker.signal(signal.SIGKILL)
+            worker.wait(10)
+            replacement = start_service(tmp_path / "worker2", {**env, "ROLE": "worker"})
+            replacement.wait_ready()
+            for job in await wait_all(client, more, "completed", 90):
+                await assert_served(client, job)
+    finally:
+        kill_all(api, worker, *([replacement] if replacement else []))

@@ -206,3 +206,20 @@ async def test_unused_uploads_are_swept_after_their_ttl(client: httpx.AsyncClien
     assert not (root / unused).exists() and (root / used).exists()
     problem = assert_problem(await client.post("/generations", json={"numImages": 1, "inputImages": [unused]}), 422)
     assert problem["errors"][0]["code"] == "unknown_upload"
+
+
+async def test_an_upload_can_be_read_back_by_its_account_only(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    upload_id = await upload(client, picture((5, 5, 5)))
+
+    info = (await client.get(f"/uploads/{upload_id}")).json()
+    assert info["uploadId"] == upload_id and info["contentType"] == "image/png" and info["used"] is False
+    await client.post("/generations", json={"numImages": 1, "inputImages": [upload_id]})
+    assert (await client.get(f"/uploads/{upload_id}")).json()["used"] is True
+
+    other = await make_account(engine, "other")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE uploads SET account_id = :a WHERE id = :id"), {"a": other, "id": uuid.UUID(upload_id)}
+        )
+    assert_problem(await client.get(f"/uploads/{upload_id}"), 404)
+    assert_problem(await client.get("/uploads/not-an-id"), 404)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from backend.deps import CurrentAccount, base_url
 from backend.errors import PROBLEM_JSON, Problem
 from backend.signing import UrlSigner
-from backend.uploads.schemas import UploadCreate, UploadOut
+from backend.uploads.schemas import UploadCreate, UploadInfo, UploadOut
 from backend.uploads.service import UploadService
 
 # The one route whose body is not JSON: the JSON-body middleware lets it through.
@@ -50,6 +50,20 @@ async def create_upload(body: UploadCreate, request: Request, uploads: Uploads, 
         201,
         {"Location": f"/uploads/{upload.id}"},
         media_type="application/json",
+    )
+
+
+@router.get("/uploads/{upload_id}", response_model=UploadInfo)
+async def get_upload(upload_id: str, uploads: Uploads, account: CurrentAccount) -> UploadInfo:
+    """An upload of the caller's account (another account's is a 404)."""
+    upload = await uploads.get(account, upload_id)
+    return UploadInfo(
+        upload_id=upload.id,
+        file_name=upload.file_name,
+        content_type=upload.content_type,
+        size=upload.size,
+        created_at=upload.created_at,
+        used=upload.used_at is not None,
     )
 
 

@@ -33,3 +33,12 @@ class UploadOut(CamelModel):
     method: Literal["PUT"] = "PUT"
     headers: dict[str, str] = Field(description="Send these headers with the PUT.")
     expires_at: datetime
+
+
+class UploadInfo(CamelModel):
+    upload_id: uuid.UUID
+    file_name: str
+    content_type: str
+    size: int = Field(description="The size announced; the bytes are checked when a job names the upload.")
+    created_at: datetime
+    used: bool = Field(description="A job names it; unused uploads are deleted after UPLOAD_TTL_HOURS.")

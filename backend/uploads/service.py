@@ -61,6 +61,13 @@ class UploadService:
             [FieldError("size", f"must be at most {limit} (MAX_UPLOAD_BYTES)", "too_large")],
         )
 
+    async def get(self, account: Account, upload_id: str) -> Upload:
+        parsed = _parse_uuid(upload_id)
+        upload = await self.repo.get(parsed, account.id) if parsed else None
+        if upload is None:
+            raise not_found(f"upload {upload_id!r}")
+        return upload
+
     async def receive(
         self, upload_id: str, content_type: str, declared_length: int | None, body: AsyncIterator[bytes]
     ) -> Upload:
