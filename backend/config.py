@@ -58,6 +58,26 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-image-1"
     openai_image_size: str = "1024x1024"
     openai_timeout: float = Field(120.0, gt=0, le=3600)
+    openai_video_model: str = "sora-2"
+
+    # Submit-and-poll services (sora, replicate, fal, higgsfield); see backend/providers/README.md.
+    max_output_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="Largest output downloaded from a service.")
+    poll_initial_seconds: float = Field(1.0, gt=0, le=600)
+    poll_max_seconds: float = Field(30.0, gt=0, le=3600)
+    remote_timeout: float = Field(60.0, gt=0, le=3600, description="One HTTP call to a service.")
+    replicate_api_token: SecretStr | None = None
+    replicate_base_url: str = "https://api.replicate.com"
+    replicate_image_model: str = "black-forest-labs/flux-schnell"
+    replicate_video_model: str = "wan-video/wan-2.2-t2v-fast"
+    fal_key: SecretStr | None = None
+    fal_queue_url: str = "https://queue.fal.run"
+    fal_image_model: str = "fal-ai/flux/dev"
+    fal_video_model: str = "fal-ai/kling-video/v2.1/standard/text-to-video"
+    higgsfield_api_key: SecretStr | None = None
+    higgsfield_secret: SecretStr | None = None
+    higgsfield_base_url: str = "https://platform.higgsfield.ai"
+    higgsfield_image_model: str = "higgsfield-ai/soul/standard"
+    higgsfield_video_model: str = "higgsfield-ai/dop/standard"
 
     openai_compat_wait: float = Field(
         300.0, gt=0, le=3600, description="How long POST /v1/images/generations waits for its job."

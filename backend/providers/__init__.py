@@ -21,8 +21,13 @@ from backend.providers.base import (
     kinds_of,
     seconds_per_output,
 )
+from backend.providers.fal import FalService
+from backend.providers.higgsfield import HiggsfieldService
 from backend.providers.noop import NoopProvider
 from backend.providers.openai import OpenAIImagesProvider
+from backend.providers.remote import RemoteService, SubmitAndPollProvider
+from backend.providers.replicate import ReplicateService
+from backend.providers.sora import SoraService
 
 __all__ = [
     "IMAGE",
@@ -54,10 +59,72 @@ def _openai(settings: Settings) -> Provider:
     )
 
 
+def _secret(settings: Settings, setting: str, provider: str) -> str:
+    value = getattr(settings, setting)
+    if value is None or not value.get_secret_value():
+        raise SettingsError(f"invalid setting {setting.upper()}: required when PROVIDERS includes {provider}")
+    secret: str = value.get_secret_value()
+    return secret
+
+
+def _remote(
+    settings: Settings,
+    name: str,
+    service: RemoteService,
+    kinds: frozenset[str],
+    base_url: str,
+    headers: dict[str, str],
+) -> Provider:
+    return SubmitAndPollProvider(
+        name,
+        service,
+        kinds,
+        base_url,
+        headers,
+        settings.max_output_bytes,
+        poll_initial=settings.poll_initial_seconds,
+        poll_max=settings.poll_max_seconds,
+        timeout=settings.remote_timeout,
+    )
+
+
+def _sora(settings: Settings) -> Provider:
+    key = _secret(settings, "openai_api_key", "sora")
+    service = SoraService(settings.openai_video_model)
+    headers = {"Authorization": f"Bearer {key}"}
+    return _remote(settings, "sora", service, frozenset({VIDEO}), settings.openai_base_url, headers)
+
+
+def _replicate(settings: Settings) -> Provider:
+    token = _secret(settings, "replicate_api_token", "replicate")
+    service = ReplicateService(settings.replicate_image_model, settings.replicate_video_model)
+    headers = {"Authorization": f"Bearer {token}"}
+    return _remote(settings, "replicate", service, frozenset({IMAGE, VIDEO}), settings.replicate_base_url, headers)
+
+
+def _fal(settings: Settings) -> Provider:
+    key = _secret(settings, "fal_key", "fal")
+    service = FalService(settings.fal_image_model, settings.fal_video_model)
+    headers = {"Authorization": f"Key {key}"}
+    return _remote(settings, "fal", service, frozenset({IMAGE, VIDEO}), settings.fal_queue_url, headers)
+
+
+def _higgsfield(settings: Settings) -> Provider:
+    key = _secret(settings, "higgsfield_api_key", "higgsfield")
+    secret = _secret(settings, "higgsfield_secret", "higgsfield")
+    service = HiggsfieldService(settings.higgsfield_image_model, settings.higgsfield_video_model)
+    headers = {"Authorization": f"Key {key}:{secret}"}
+    return _remote(settings, "higgsfield", service, frozenset({IMAGE, VIDEO}), settings.higgsfield_base_url, headers)
+
+
 BUILT_IN: dict[str, Callable[[Settings], Provider]] = {
     "animals": lambda settings: AnimalsProvider(settings.image_provider_delay),
     "noop": lambda settings: NoopProvider(),
     "openai": _openai,
+    "sora": _sora,
+    "replicate": _replicate,
+    "fal": _fal,
+    "higgsfield": _higgsfield,
 }
 
 

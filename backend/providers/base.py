@@ -76,10 +76,12 @@ class ProviderError(Exception):
 
     transient: ClassVar[bool] = False
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # The service said when to come back (Retry-After): the retry waits at least this long.
+        self.retry_after = retry_after
 
 
 class TransientProviderError(ProviderError):

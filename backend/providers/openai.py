@@ -71,7 +71,7 @@ def classify(response: httpx.Response) -> ProviderError:
         return TransientProviderError("provider_rate_limited", f"OpenAI rate limit: {message}")
     if status >= 500:
         return TransientProviderError("provider_unavailable", f"OpenAI returned {status}: {message}")
-    if code == "content_policy_violation" or "safety" in code:
+    if code in ("content_policy_violation", "moderation_blocked") or "safety" in code:
         return PermanentProviderError("content_policy", f"the prompt was refused: {message}")
     if status in (401, 403):
         return PermanentProviderError("provider_auth", f"OpenAI refused the API key ({status})")

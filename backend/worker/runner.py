@@ -53,6 +53,7 @@ T = TypeVar("T")
 # What ends a running job from outside; the task's cleanup depends on which.
 CANCELED, LEASE_LOST, SHUTDOWN = "canceled", "lease_lost", "shutdown"
 PRUNE_INTERVAL = 60.0
+MAX_RETRY_AFTER = 600.0
 
 
 @dataclass
@@ -301,6 +302,8 @@ class Worker:
         transient, extra = error.transient, _extra(job)
         if transient and job.attempts < self.settings.max_attempts:
             delay = _backoff(job.attempts, self.settings.retry_base_delay, self.settings.retry_max_delay)
+            # The service's own Retry-After wins over our backoff (bounded: a bogus hour is not honoured).
+            delay = max(delay, min(error.retry_after or 0.0, MAX_RETRY_AFTER))
             if await self._write(lambda: self.repo.retry_later(job.id, token, delay, error.code, error.message)):
                 JOBS_RETRIED.labels(job.provider, error.code).inc()
                 log.warning(
