@@ -12,6 +12,7 @@ process is asked to stop (and exits non-zero).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.util
@@ -315,16 +316,39 @@ def _placement(pgdata: Path, user: pwd.struct_passwd | None) -> tuple[Path, Path
             shutil.copytree(PGINSTALL, staging, symlinks=True)
             staging.rename(copy)
         bin_path = copy / "bin"
+    if SYSTEM_DIR.is_dir():
+        _remove_orphans()
     if not _traversable(pgdata.parent):
         moved = _system_dir() / f"data-{hashlib.sha256(str(pgdata).encode()).hexdigest()[:16]}"
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        (pgdata.parent / f"{pgdata.name}.location").write_text(
+        note = pgdata.parent / f"{pgdata.name}.location"
+        note.write_text(
             f"{moved}\n# {pgdata.parent} is not reachable by the user {SERVICE_USER} that runs the embedded\n"
             "# PostgreSQL (a parent directory is not searchable by others), so its files are kept above.\n"
         )
+        moved.with_name(f"{moved.name}.origin").write_text(f"{note}\n")
         log.warning("%s is not reachable by %s; the embedded database's files are in %s", pgdata, SERVICE_USER, moved)
         pgdata = moved
     return bin_path, pgdata
+
+
+def _remove_orphans() -> None:
+    """Delete relocated data whose origin folder is gone (a removed DATA_DIR, a deleted temp dir).
+
+    Each relocated data dir has an `.origin` file naming the note left in the original folder;
+    without that note the data belongs to nobody, unless a server still runs on it.
+    """
+    for origin in SYSTEM_DIR.glob("data-*.origin"):
+        data = origin.with_suffix("")
+        if Path(origin.read_text().strip()).exists():
+            continue
+        pid_file = data / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError):
+            if _is_postgres(int(pid_file.read_text().split("\n", 1)[0])):
+                continue
+        log.info("removing embedded database files whose folder is gone: %s", data)
+        shutil.rmtree(data, ignore_errors=True)
+        origin.unlink(missing_ok=True)
 
 
 def _system_dir() -> Path:

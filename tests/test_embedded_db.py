@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from backend.embedded_pg import POSTGRES_BIN_PATH, EmbeddedPostgres, free_port
+from backend.embedded_pg import POSTGRES_BIN_PATH, SYSTEM_DIR, EmbeddedPostgres, free_port
 from tests.processes import kill_all, start_service
 
 pytestmark = pytest.mark.slow
@@ -94,3 +97,31 @@ def test_a_dead_embedded_server_makes_readyz_503_then_is_restarted(tmp_path: Pat
             time.sleep(0.05)
     finally:
         kill_all(service)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only as root does the server run as another user")
+def test_as_root_a_private_folder_is_not_opened_up_and_relocated_data_is_cleaned(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+
+    with EmbeddedPostgres(private / "postgres", free_port()) as pg:
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # no permission changed outside it
+        assert pg.pgdata.parent == SYSTEM_DIR
+        assert (private / "postgres.location").read_text().splitlines()[0] == str(pg.pgdata)
+        assert Path(psql(pg.url, "SHOW data_directory")) == pg.pgdata
+    relocated = pg.pgdata
+
+    shutil.rmtree(private)  # its owner removed the folder: the relocated data belongs to nobody
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    with EmbeddedPostgres(other / "postgres", free_port()) as second:
+        assert not relocated.exists()
+        assert second.pgdata.exists()
+    shutil.rmtree(other)
+    private.mkdir(mode=0o700)
+    with EmbeddedPostgres(private / "postgres", free_port()) as third:  # it sweeps `other`'s
+        assert not second.pgdata.exists()
+    shutil.rmtree(private)
+    with EmbeddedPostgres(tmp_path / "postgres", free_port()) as fourth:  # in place; sweeps the third's
+        assert fourth.pgdata == (tmp_path / "postgres").resolve()
+        assert not third.pgdata.exists()
