@@ -85,7 +85,14 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         worker_engine = create_engine(settings, WORKER_POOL_SIZE) if settings.runs_worker else None
         worker_pool = await create_pool(settings, WORKER_HOT_POOL_SIZE) if settings.runs_worker else None
         worker = (
-            Worker(JobRepository(worker_engine, worker_pool), enabled, storage, settings) if worker_engine else None
+            Worker(
+                JobRepository(worker_engine, worker_pool, default_quota=settings.max_concurrent_jobs_per_key),
+                enabled,
+                storage,
+                settings,
+            )
+            if worker_engine
+            else None
         )
         app.state.settings = settings
         app.state.engine = engine

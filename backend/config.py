@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     allow_anonymous: bool = Field(False, description="Serve anonymous requests on a non-loopback HOST.")
     rate_limit_per_minute: int = Field(600, ge=0, le=1_000_000, description="Creating requests; 0 = off.")
     max_pending_jobs_per_key: int = Field(10_000, ge=0, le=100_000_000, description="0 = no limit.")
+    max_concurrent_jobs_per_key: int | None = Field(None, ge=1, le=100_000, description="Unset = no limit.")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"

@@ -107,18 +107,59 @@ def _seconds(value: float) -> ColumnElement[Any]:
 
 
 # The claim: one statement, in its own (auto)commit. SKIP LOCKED lets claims race freely.
+# Fair share: `waiting` lists the accounts with pending jobs by skipping through the pending
+# index (one probe per account, however long each backlog is); each account offers its oldest
+# due jobs, at most its quota's free room ($5 = MAX_CONCURRENT_JOBS_PER_KEY, for accounts
+# without their own); and the batch takes the jobs that would be the fewest running for their
+# account first, so an account with a backlog of thousands yields the next free slot to an
+# account with none running. With one account this is the old claim: its oldest due jobs.
+# A job of an account with a quota gets a free slot number; the unique index on
+# (account_id, slot) of processing jobs makes an overlapping claim by another replica fail
+# (and retry) rather than exceed the quota. The chosen ids reach the UPDATE as one array, so
+# it finds them by primary key whatever the planner guesses of the CTEs' sizes (a join on
+# `picked` let a generic plan hash-join a sequential scan of the whole table).
 _CLAIM_SQL = f"""
-UPDATE generation_jobs SET status = 'processing', lease_token = gen_random_uuid(),
+WITH RECURSIVE waiting(account_id) AS (
+    (SELECT account_id FROM generation_jobs WHERE status = 'pending' ORDER BY account_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.account_id FROM generation_jobs j
+            WHERE j.status = 'pending' AND j.account_id > w.account_id ORDER BY j.account_id LIMIT 1)
+    FROM waiting w WHERE w.account_id IS NOT NULL
+), shares AS (
+    SELECT a.id, coalesce(a.max_concurrent, $5) AS quota, r.running, r.used
+    FROM waiting w JOIN accounts a ON a.id = w.account_id
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS running, coalesce(array_agg(p.slot) FILTER (WHERE p.slot IS NOT NULL), '{{}}') AS used
+        FROM generation_jobs p WHERE p.account_id = a.id AND p.status = 'processing'
+    ) r
+), offered AS (
+    SELECT c.id, c.run_after, s.id AS account_id, s.running, s.quota, s.used,
+        row_number() OVER (PARTITION BY s.id ORDER BY c.run_after, c.id) AS nth
+    FROM shares s CROSS JOIN LATERAL (
+        SELECT j.id, j.run_after FROM generation_jobs j
+        WHERE j.account_id = s.id AND j.status = 'pending' AND j.run_after <= now() AND j.provider = ANY($4::text[])
+        ORDER BY j.run_after
+        LIMIT CASE WHEN s.quota IS NULL THEN $1 ELSE greatest(0, least($1, s.quota - s.running)) END
+        FOR UPDATE SKIP LOCKED
+    ) c
+), picked AS (
+    SELECT o.id, CASE WHEN o.quota IS NOT NULL THEN (
+        ARRAY(SELECT g FROM generate_series(1, least(o.quota, o.running + $1)) g WHERE g <> ALL(o.used) ORDER BY g)
+    )[o.nth] END AS slot
+    FROM offered o
+    ORDER BY o.running + o.nth, o.run_after
+    LIMIT $1
+), chosen AS (
+    SELECT array_agg(id) AS ids, array_agg(slot) AS slots FROM picked
+)
+UPDATE generation_jobs j SET status = 'processing', slot = chosen.slots[array_position(chosen.ids, j.id)],
+    lease_token = gen_random_uuid(),
     lease_expires_at = now() + make_interval(secs => $2), attempts = attempts + 1,
     worker_id = $3, started_at = clock_timestamp(), updated_at = now()
-WHERE id IN (
-    SELECT id FROM generation_jobs
-    WHERE status = 'pending' AND run_after <= now() AND provider = ANY($4::text[])
-    ORDER BY run_after LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING {_COLUMNS}
+FROM chosen WHERE j.id = ANY(chosen.ids)
+RETURNING {", ".join("j." + c.name for c in _ALL)}
 """
+_CLAIM_RACES = 5
 _COMPLETE_SQL = """
 UPDATE generation_jobs j SET status = 'completed', outputs = d.outputs::jsonb,
     animal = d.animal, error_code = NULL, error_message = NULL,
@@ -140,10 +181,14 @@ def _fenced(job_id: uuid.UUID, token: uuid.UUID) -> tuple[ColumnElement[bool], .
 
 
 class JobRepository:
-    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, pool: asyncpg.Pool | None = None, *, default_quota: int | None = None
+    ) -> None:
         # Single statements need no explicit transaction; autocommit saves BEGIN and COMMIT.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.pool = pool  # for the per-job statements; without it they borrow the engine's pool
+        # Jobs processing at once per account without a quota of its own (None = no limit).
+        self.default_quota = default_quota
 
     async def _run(self, stmt: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
         async with self.engine.connect() as connection:
@@ -231,8 +276,15 @@ class JobRepository:
         return await self._jobs(stmt)
 
     async def claim(self, *, limit: int, lease_seconds: float, worker_id: str, providers: list[str]) -> list[Job]:
-        """Take up to `limit` due pending jobs this worker can run, each with its own lease."""
-        return await self._fetch(_CLAIM_SQL, limit, lease_seconds, worker_id, providers)
+        """Take up to `limit` due pending jobs this worker can run, each with its own lease,
+        fairly across accounts and within each account's quota."""
+        for _ in range(_CLAIM_RACES):
+            try:
+                return await self._fetch(_CLAIM_SQL, limit, lease_seconds, worker_id, providers, self.default_quota)
+            except asyncpg.UniqueViolationError:
+                # Another replica took the quota slot this claim chose; the next try sees it taken.
+                continue
+        return []
 
     async def renew(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
         """Extend the leases still held (job id -> token); return the ids we still own."""
