@@ -52,9 +52,10 @@ from backend.metrics import HTTP_REQUESTS, watch_loop_lag
 from backend.openai_compat import endpoints as openai_endpoints
 from backend.openai_compat.errors import OpenAIErrorMiddleware
 from backend.providers import Provider, build_providers, close_providers
-from backend.signing import UrlSigner
+from backend.signing import UrlSigner, shared_secret
 from backend.storage import StorageUnavailable, build_storage
 from backend.storage import endpoints as storage_endpoints
+from backend.storage.signed import SignedUrlStorage
 from backend.uploads import endpoints as uploads_endpoints
 from backend.uploads.repository import UploadRepository
 from backend.uploads.service import UploadService, sweep_forever
@@ -79,8 +80,10 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         pool = await create_pool(settings, settings.db_pool_size)
         repo = JobRepository(engine, pool)
         secret = settings.signing_secret
-        signer = UrlSigner(secret.get_secret_value().encode()) if secret else UrlSigner.random()
+        signer = UrlSigner(secret.get_secret_value().encode() if secret else await shared_secret(pool))
         storage = build_storage(settings, signer)
+        if settings.auth_required:
+            storage = SignedUrlStorage(storage, signer, settings.signed_url_ttl)
         # The worker has pools of its own, so a flood of requests cannot starve it of connections.
         worker_engine = create_engine(settings, WORKER_POOL_SIZE) if settings.runs_worker else None
         worker_pool = await create_pool(settings, WORKER_HOT_POOL_SIZE) if settings.runs_worker else None

@@ -92,8 +92,10 @@ class Settings(BaseSettings):
     s3_url_ttl: int = Field(3600, ge=1, le=7 * 24 * 3600)
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1, le=5 * 1024**3)
     upload_ttl_hours: float = Field(24.0, gt=0, le=24 * 365)
-    # Signs the app's own URLs (local uploads). Replicas must share it; unset = one per process.
+    # Signs the app's own URLs (local uploads; file URLs when AUTH_REQUIRED=true). Replicas must
+    # share it; unset = one the app makes once and keeps in the database (table app_secrets).
     signing_secret: SecretStr | None = None
+    signed_url_ttl: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Seconds a signed file URL works.")
     # The chat assistant.
     model_catalog_file: Path | None = Field(
         None, description="A JSON file of catalog models added to (or replacing, by key) the built-in ones."

@@ -11,7 +11,9 @@ import hashlib
 import hmac
 import secrets
 import time
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
+
+import asyncpg
 
 
 class UrlSigner:
@@ -34,3 +36,39 @@ class UrlSigner:
         if not expires or not signature or not expires.isdigit() or int(expires) < time.time():
             return False
         return hmac.compare_digest(self._digest(method, path, int(expires)), signature)
+
+
+# Replicas that were given no SIGNING_SECRET agree on this one: the first to start makes it.
+_SIGNING_KEY_SQL = """
+WITH made AS (
+    INSERT INTO app_secrets (name, value) VALUES ('url_signing', $1) ON CONFLICT (name) DO NOTHING RETURNING value
+)
+SELECT value FROM made UNION ALL SELECT value FROM app_secrets WHERE name = 'url_signing'
+"""
+
+
+async def shared_secret(pool: asyncpg.Pool) -> bytes:
+    """The URL-signing secret kept in the database, made on first use."""
+    for _ in range(3):
+        # A replica racing us may commit its secret after our snapshot: then both halves of
+        # the statement come back empty, and the next attempt reads the winner's.
+        value: str | None = await pool.fetchval(_SIGNING_KEY_SQL, secrets.token_urlsafe(32))
+        if value is not None:
+            return value.encode()
+    raise RuntimeError("could not read or create the URL-signing secret in app_secrets")
+
+
+def verify_query(signer: UrlSigner, method: str, path: str, query: str) -> str | None:
+    """Check a request's own signature; None when it is valid, else the problem's code."""
+    params = parse_qs(query)
+    expires, signature = params.get("expires", [""])[0], params.get("signature", [""])[0]
+    if expires.isdigit() and int(expires) < time.time():
+        return "url_expired"
+    # A HEAD is a GET without the body: a URL signed for GET opens both.
+    if signer.verify("GET" if method == "HEAD" else method, path, expires, signature):
+        return None
+    return "url_signature_invalid"
+
+
+def is_signed(query: str) -> bool:
+    return "signature=" in query and "expires=" in query

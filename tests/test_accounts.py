@@ -114,8 +114,14 @@ async def test_two_keys_cannot_see_each_others_jobs(engine: AsyncEngine, make_cl
     _, bob = await make_key(engine, "bob")
     job = (await client.post("/generations", headers=bearer(alice), json={"numImages": 1})).json()
 
-    assert_problem(await client.get(f"/generations/{job['jobId']}", headers=bearer(bob)), 404)
-    assert_problem(await client.post(f"/generations/{job['jobId']}/cancel", headers=bearer(bob)), 404)
+    # Every route that names a job; later ones (deliveries, uploads, chats) follow the same pattern.
+    for method, path in [
+        ("GET", "/generations/{id}"),
+        ("POST", "/generations/{id}/cancel"),
+        ("GET", "/generations/{id}/events"),
+    ]:
+        response = await client.request(method, path.format(id=job["jobId"]), headers=bearer(bob))
+        assert_problem(response, 404)
     assert (await client.get("/generations", headers=bearer(bob))).json() == []
     assert (await client.get(f"/generations/{job['jobId']}", headers=bearer(alice))).json()["status"] == "pending"
     canceled = await client.post(f"/generations/{job['jobId']}/cancel", headers=bearer(alice))

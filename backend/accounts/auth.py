@@ -20,6 +20,7 @@ from backend.accounts.keys import key_hash, well_formed
 from backend.accounts.repository import AccountRepository
 from backend.config import Settings
 from backend.errors import PROBLEM_JSON, Problem
+from backend.signing import UrlSigner, is_signed, verify_query
 
 # Probes, docs and the web page's own files: nothing in them belongs to an account.
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -82,6 +83,10 @@ def is_public(path: str) -> bool:
 class AuthMiddleware:
     """Puts the caller's account in `request.state.account`, or answers 401.
 
+    A request without a key may carry a URL signature instead (`expires`, `signature`: the
+    app's file URLs when auth is required, local upload URLs): a valid one opens exactly the
+    signed method and path and sets `request.state.signed_url`; a wrong or expired one is 403.
+
     It also adds the headers a dependency left in `request.state.response_headers`
     (the rate limiter's), whatever kind of response the route returned.
     """
@@ -94,8 +99,9 @@ class AuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["account"] = ANONYMOUS
+        # Our own copy: a server may hand every request the same lifespan state dict.
+        state: dict[str, Any] = {**scope.get("state", {}), "account": ANONYMOUS, "signed_url": False}
+        scope["state"] = state
         if not is_public(scope["path"]):
             try:
                 state["account"] = await self._account(scope)
@@ -124,10 +130,25 @@ class AuthMiddleware:
             # As local OpenAI-compatible servers do: SDKs insist on sending some key.
             return ANONYMOUS
         if token is None:
+            query = scope.get("query_string", b"").decode("latin-1")
+            if is_signed(query):
+                return _signed(scope, query)
             raise unauthorized("api_key_missing", "send your API key as `Authorization: Bearer gj_…`")
         if not token or not well_formed(token):
             raise unauthorized("api_key_malformed", "the Authorization header does not hold a gj_… API key")
         raise unauthorized("api_key_invalid", "this API key is unknown or has been revoked")
+
+
+def _signed(scope: Scope, query: str) -> Account:
+    """A URL the app signed (a file, a local upload) opens that method and path without a key."""
+    signer: UrlSigner = scope["app"].state.signer
+    code = verify_query(signer, scope["method"], scope["path"], query)
+    if code == "url_expired":
+        raise Problem(403, code, "URL expired", "this signed URL has expired; fetch the job again for a fresh one")
+    if code is not None:
+        raise Problem(403, code, "Invalid signature", "this URL's signature does not match it; use the URL as given")
+    scope["state"]["signed_url"] = True
+    return ANONYMOUS
 
 
 async def _answer(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from backend.deps import ImageStorage
+from backend.deps import CurrentAccount, ImageStorage, Service
 from backend.errors import PROBLEM_JSON, not_found
 
 router = APIRouter(
@@ -25,7 +25,12 @@ router = APIRouter(
     },
     tags=["images"],
 )
-async def get_image(job_id: str, name: str, storage: ImageStorage) -> Response:
+async def get_image(
+    job_id: str, name: str, request: Request, storage: ImageStorage, service: Service, account: CurrentAccount
+) -> Response:
+    """A job's output. With AUTH_REQUIRED=true: by its signed URL, or with the owner's key."""
+    if request.app.state.settings.auth_required and not getattr(request.state, "signed_url", False):
+        await service.get(account, job_id)  # another account's job: 404
     key = f"{job_id}/{name}"
     response = await storage.serve(key)
     if response is None:
