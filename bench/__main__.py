@@ -20,7 +20,7 @@ import psutil
 
 from bench import db
 from bench.context import Context
-from bench.figures import accept, drain, growth, hotpath, memory, pickup, read, storage
+from bench.figures import accept, accounts, drain, growth, hotpath, memory, pickup, read, storage
 from bench.profile import FULL, QUICK, Profile
 from bench.stats import Figure, table
 from bench.venv import ROOT, bench_python
@@ -37,6 +37,7 @@ STEPS: list[tuple[str, Callable[[Context], Awaitable[list[Figure]]]]] = [
     ("growth", growth.run),
     ("memory", memory.run),
     ("storage", storage.run),
+    ("accounts: fair claim, fairness, auth cost", accounts.run),
 ]
 
 

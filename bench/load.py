@@ -23,6 +23,7 @@ async def http_load(
     ids: Path | None = None,
     record: Path | None = None,
     concurrency: int = 32,
+    bearer: str | None = None,
 ) -> dict[str, Any]:
     """32 keep-alive clients (by default) for `seconds` after a 1 s warm-up, or for `total` requests."""
     args = ["--mode", mode, "--concurrency", str(concurrency)]
@@ -33,6 +34,8 @@ async def http_load(
         args += ["--ids", str(ids)]
     if record is not None:
         args += ["--record", str(record)]
+    if bearer is not None:
+        args += ["--bearer", bearer]
     return await run_json("bench.loadgen", *args, timeout=(seconds or 300) + 120)
 
 

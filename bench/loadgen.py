@@ -63,7 +63,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     timeout = aiohttp.ClientTimeout(total=30)
     if args.rate:
         connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    headers = {"Authorization": f"Bearer {args.bearer}"} if args.bearer else None
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
         if args.rate:
             return await open_loop(session, args, ids)
         while time.monotonic() < measure_from and args.total == 0:
@@ -166,6 +167,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="bound for --total runs")
     parser.add_argument("--ids", help="file of job ids for --mode get")
     parser.add_argument("--record", help="write accepted job ids and their 202 times here")
+    parser.add_argument("--bearer", help="API key sent as Authorization: Bearer")
     args = parser.parse_args()
     if args.total:
         args.warmup = 0.0
