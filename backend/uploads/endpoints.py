@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from backend.deps import CurrentAccount, base_url
+from backend.deps import CurrentAccount, RateLimited, base_url
 from backend.errors import PROBLEM_JSON, Problem
 from backend.signing import UrlSigner
 from backend.uploads.schemas import UploadCreate, UploadInfo, UploadOut
@@ -40,7 +40,7 @@ async def get_uploads(request: Request) -> UploadService:
 Uploads = Annotated[UploadService, Depends(get_uploads)]
 
 
-@router.post("/uploads", status_code=201, response_model=UploadOut)
+@router.post("/uploads", status_code=201, response_model=UploadOut, dependencies=[RateLimited])
 async def create_upload(body: UploadCreate, request: Request, uploads: Uploads, account: CurrentAccount) -> Response:
     """Announce an input picture; then PUT its bytes to `uploadUrl` with `headers`, before `expiresAt`."""
     upload, target = await uploads.create(account, body.file_name, body.content_type, body.size, base_url(request))
