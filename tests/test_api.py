@@ -277,3 +277,17 @@ async def test_an_unexpected_error_is_a_problem_without_a_traceback(make_client:
     body = assert_problem(response, 500)
     assert body["code"] == "internal_error"
     assert "secret internal detail" not in response.text
+
+
+async def test_text_postgresql_cannot_store_is_a_422(client: httpx.AsyncClient) -> None:
+    bodies = [
+        b'{"numImages": 1, "prompt": "a\\u0000b"}',
+        b'{"numImages": 1, "params": {"k\\u0000": 1}}',
+        b'{"numImages": 1, "prompt": "lone \\ud800 surrogate"}',
+        b'{"numImages": 1, "params": {"k": ["\\udfff"]}}',
+    ]
+    for body in bodies:
+        response = await client.post("/generations", content=body, headers=JSON)
+        assert_problem(response, 422)
+    facade = await client.post("/v1/images/generations", json={"model": "animals/" + "m" * 200, "prompt": "x"})
+    assert facade.status_code == 400 and facade.json()["error"]["param"] == "model"  # OpenAI says 400

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 from backend.jobs.models import JobStatus
@@ -50,6 +51,33 @@ class GenerationCreate(CamelModel):
     input_images: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
         None, max_length=4, description="Up to 4 upload ids (POST /uploads) whose pictures the job uses."
     )
+
+    @field_validator("prompt", "provider", "model", "params")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        # PostgreSQL text and jsonb hold neither U+0000 nor a lone surrogate (not UTF-8):
+        # refuse them here rather than fail the insert.
+        for text in _strings(value):
+            if "\x00" in text:
+                raise ValueError("must not contain the NUL character (U+0000)")
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode (a lone surrogate was sent)") from None
+        return value
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 class OutputOut(CamelModel):

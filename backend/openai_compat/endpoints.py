@@ -60,7 +60,11 @@ async def generate_images(
 ) -> ImagesResponse:
     """OpenAI's images API: runs an ordinary job and answers when it is done (up to OPENAI_COMPAT_WAIT)."""
     provider, model = compat.split_model(body.model)
-    request_ = GenerationCreate(num_images=body.n, prompt=body.prompt, provider=provider, model=model)
+    try:
+        request_ = GenerationCreate(num_images=body.n, prompt=body.prompt, provider=provider, model=model)
+    except ValidationError as exc:
+        # The model name splits into a provider and a model, each with its own limits.
+        raise RequestValidationError([{**e, "loc": ("body", "model")} for e in exc.errors()]) from None
     created = await compat.create_job(service, account, request_, idempotency_key)
     waited = request.app.state.settings.openai_compat_wait
     job = await compat.wait_finished(service, account, created, waited)
