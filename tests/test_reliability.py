@@ -178,6 +178,7 @@ def test_database_outage_answers_503_and_loses_nothing(tmp_path: Path, capsys: p
     pg = EmbeddedPostgres(tmp_path / "pg", free_port())
     pg.start()
     env = {"DATABASE_URL": pg.url, "IMAGE_PROVIDER_DELAY": "0.05", "WORKER_POLL_INTERVAL": "0.2", "LEASE_SECONDS": "10"}
+    env["RATE_LIMIT_PER_MINUTE"] = "0"  # 50 requests a second for longer than the default budget lasts
     service = start_service(tmp_path / "svc", env)
     accepted: list[str] = []
     codes: collections.Counter[int] = collections.Counter()
