@@ -90,3 +90,15 @@ def test_an_unreachable_server_exits_1_saying_so() -> None:
 
     assert result.returncode == 1
     assert "cannot reach" in result.stderr
+
+
+def test_submit_a_video(make_live_server: LiveServerFactory) -> None:
+    url = make_live_server(worker_enabled=False)
+
+    result = cli("submit", "--kind", "video", "--duration", "2", "--aspect-ratio", "16:9", "--json", server=url)
+
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert (job["kind"], job["durationSeconds"], job["aspectRatio"], job["numImages"]) == ("video", 2, "16:9", 1)
+    too_many = cli("submit", "--kind", "video", "--num", "3", server=url)
+    assert too_many.returncode == 2 and "numImages" in too_many.stderr

@@ -248,3 +248,15 @@ def test_a_failed_video_reports_its_error(make_live_server: LiveServerFactory) -
 
     assert video.status == "failed" and video.error is not None
     assert (video.error.code, video.error.message) == ("content_policy", "refused")
+
+
+def test_the_animals_provider_makes_a_real_mp4_through_the_sdk(make_live_server: LiveServerFactory) -> None:
+    client = sdk(make_live_server())
+
+    video = client.videos.poll(client.videos.create(prompt="a fox", seconds="1", size="720x1280").id, poll_interval_ms=50)
+
+    assert video.status == "completed" and video.model == "animals"
+    mp4 = client.videos.download_content(video.id).content
+    assert mp4[4:8] == b"ftyp" and len(mp4) > 1000
+    width, height = (int(side) for side in video.size.split("x"))
+    assert height > width  # 9:16, as asked

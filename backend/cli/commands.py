@@ -44,6 +44,12 @@ class Kind(enum.StrEnum):
     video = "video"
 
 
+class AspectRatio(enum.StrEnum):
+    square = "1:1"
+    landscape = "16:9"
+    portrait = "9:16"
+
+
 class Status(enum.StrEnum):
     pending = "pending"
     processing = "processing"
@@ -91,6 +97,8 @@ def submit(
     provider: Annotated[
         str | None, typer.Option("--provider", help="A provider; the server's default if unset.")
     ] = None,
+    duration: Annotated[int | None, typer.Option("--duration", min=1, help="Video length in seconds.")] = None,
+    aspect_ratio: Annotated[AspectRatio | None, typer.Option("--aspect-ratio", help="Video shape.")] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Show progress until the job ends; exit by its outcome.")
     ] = False,
@@ -100,13 +108,13 @@ def submit(
     api_key: ApiKey = None,
 ) -> None:
     """Submit a generation job."""
-    body: dict[str, Any] = {"numImages": num}
-    if prompt is not None:
-        body["prompt"] = prompt
-    if provider is not None:
-        body["provider"] = provider
-    if kind is not Kind.image:
-        body["kind"] = kind.value
+    body: dict[str, Any] = {"kind": kind.value}
+    if kind is Kind.image or num != 1:
+        body["numImages"] = num  # a video is one output; the server names a --num it cannot honour
+    options = {"prompt": prompt, "provider": provider, "durationSeconds": duration, "aspectRatio": aspect_ratio}
+    body.update(
+        {name: str(value) if isinstance(value, enum.Enum) else value for name, value in options.items() if value}
+    )
     with api(server, api_key) as client:
         job = client.create(body)
         if not wait:
