@@ -6,12 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from backend.embedded_pg import free_port
+from backend.providers import PermanentProviderError
 from tests.conftest import LiveServerFactory
+from tests.fakes import ScriptedProvider
 from tests.processes import ROOT
 
 
@@ -102,3 +106,25 @@ def test_submit_a_video(make_live_server: LiveServerFactory) -> None:
     assert (job["kind"], job["durationSeconds"], job["aspectRatio"], job["numImages"]) == ("video", 2, "16:9", 1)
     too_many = cli("submit", "--kind", "video", "--num", "3", server=url)
     assert too_many.returncode == 2 and "numImages" in too_many.stderr
+def test_submit_wait_shows_progress_and_saves_the_images(make_live_server: LiveServerFactory, tmp_path: Path) -> None:
+    url = make_live_server(image_provider_delay=0.05)
+
+    result = cli("submit", "--prompt", "a fox", "--num", "2", "--wait", "--out", str(tmp_path / "out"), server=url)
+
+    assert result.returncode == 0, result.stderr
+    saved = sorted((tmp_path / "out").iterdir())
+    assert len(saved) == 2 and [p.suffix for p in saved] == [".png", ".png"]
+    assert all(Image.open(path).format == "PNG" for path in saved)
+    assert [str(p) for p in saved] == result.stdout.split()
+    assert "2/2" in result.stderr and "completed" in result.stderr
+
+
+def test_watch_a_failing_job_exits_1_with_its_error(make_live_server: LiveServerFactory) -> None:
+    refuses = ScriptedProvider([PermanentProviderError("content_policy", "the prompt was refused")], name="strict")
+    url = make_live_server({"strict": refuses, "animals": ScriptedProvider(name="animals")})
+    job_id = httpx.post(f"{url}/generations", json={"numImages": 1, "provider": "strict"}).json()["jobId"]
+
+    result = cli("watch", job_id, server=url)
+
+    assert result.returncode == 1, result.stderr
+    assert "content_policy" in result.stdout and "refused" in result.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -36,7 +37,7 @@ app = typer.Typer(
 )
 # Results go to stdout (scripts read them); progress and messages to stderr.
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class Kind(enum.StrEnum):
@@ -147,17 +148,20 @@ def list_jobs(
     if as_json:
         out.print_json(data=jobs)
         return
-    table = Table("ID", "Status", "Kind", "Provider", "Outputs", "Created", "Prompt", title=f"{len(jobs)} jobs")
+    table = Table(title=f"{len(jobs)} jobs", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Ids are what people copy into the next command: never cut; the prompt gives way instead.
+    table.add_column("ID", no_wrap=True, min_width=36)
+    for name in ("Status", "Outputs", "Created"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("Prompt", no_wrap=True, overflow="ellipsis", ratio=1)
     for job in jobs:
         done, total = progress_of(job)
         table.add_row(
             job["jobId"],
             styled(job["status"]),
-            job.get("kind", "image"),
-            job["provider"],
-            f"{done}/{total}",
-            job["createdAt"].replace("T", " ")[:19],
-            escape((job.get("prompt") or "")[:40]),
+            f"{done}/{total} {job.get('kind', 'image')}",
+            job["createdAt"].replace("T", " ")[5:16],
+            escape(job.get("prompt") or ""),
         )
     out.print(table)
 

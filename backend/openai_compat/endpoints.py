@@ -67,7 +67,7 @@ async def generate_images(
         raise RequestValidationError([{**e, "loc": ("body", "model")} for e in exc.errors()]) from None
     created = await compat.create_job(service, account, request_, idempotency_key)
     waited = request.app.state.settings.openai_compat_wait
-    job = await compat.wait_finished(service, account, created, waited)
+    job = await compat.wait_finished(service, request.app.state.events, account, created, waited)
     compat.raise_unless_completed(job, waited)
     if body.response_format == "b64_json":
         data = [ImageData(b64_json=encoded) for encoded in await compat.b64_images(job, storage)]

@@ -10,6 +10,8 @@ from typing import Literal
 
 from backend.accounts import Account
 from backend.errors import FieldError, Problem, not_found, validation_problem
+from backend.events.hub import EventHub, Overflow
+from backend.events.service import stream
 from backend.jobs.models import FINISHED, Job, JobKind, JobStatus
 from backend.jobs.schemas import GenerationCreate
 from backend.jobs.service import JobService
@@ -51,22 +53,31 @@ async def create_job(
     return job
 
 
-async def wait_finished(service: JobService, account: Account, job: Job, seconds: float) -> Job:
+async def wait_finished(service: JobService, hub: EventHub, account: Account, job: Job, seconds: float) -> Job:
     """The job once it finished, or as it is after `seconds`.
 
-    Polls with backoff: a fresh job is read again within milliseconds, a long one about once a second.
+    Woken by the job's terminal event from the process's event hub (no polling per request).
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
+    try:
+        async with asyncio.timeout(seconds):
+            try:
+                async for event in stream(hub, account.id, 0, job_id=job.id, job_finished=job.status in FINISHED):
+                    if event.terminal:
+                        break
+            except Overflow:
+                # The hub dropped this subscriber (far behind a burst): read the row until it is done.
+                await _poll_until_finished(service, account, job)
+    except TimeoutError:
+        pass
+    return await service.get(account, str(job.id))
+
+
+async def _poll_until_finished(service: JobService, account: Account, job: Job) -> None:
     delay = _FIRST_POLL
     while job.status not in FINISHED:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        await asyncio.sleep(min(delay, remaining))
+        await asyncio.sleep(delay)
         delay = min(delay * 1.5, _MAX_POLL)
         job = await service.get(account, str(job.id))
-    return job
 
 
 def raise_unless_completed(job: Job, waited: float) -> None:
