@@ -106,6 +106,8 @@ def test_submit_a_video(make_live_server: LiveServerFactory) -> None:
     assert (job["kind"], job["durationSeconds"], job["aspectRatio"], job["numImages"]) == ("video", 2, "16:9", 1)
     too_many = cli("submit", "--kind", "video", "--num", "3", server=url)
     assert too_many.returncode == 2 and "numImages" in too_many.stderr
+
+
 def test_submit_wait_shows_progress_and_saves_the_images(make_live_server: LiveServerFactory, tmp_path: Path) -> None:
     url = make_live_server(image_provider_delay=0.05)
 

@@ -253,10 +253,39 @@ def test_a_failed_video_reports_its_error(make_live_server: LiveServerFactory) -
 def test_the_animals_provider_makes_a_real_mp4_through_the_sdk(make_live_server: LiveServerFactory) -> None:
     client = sdk(make_live_server())
 
-    video = client.videos.poll(client.videos.create(prompt="a fox", seconds="1", size="720x1280").id, poll_interval_ms=50)
+    video = client.videos.poll(
+        client.videos.create(prompt="a fox", seconds="1", size="720x1280").id, poll_interval_ms=50
+    )
 
     assert video.status == "completed" and video.model == "animals"
     mp4 = client.videos.download_content(video.id).content
     assert mp4[4:8] == b"ftyp" and len(mp4) > 1000
     width, height = (int(side) for side in video.size.split("x"))
     assert height > width  # 9:16, as asked
+
+
+def test_an_unknown_key_is_the_sdks_authentication_error(make_live_server: LiveServerFactory) -> None:
+    url = make_live_server(auth_required=True)
+
+    with pytest.raises(openai.AuthenticationError) as raised:
+        sdk(url).images.generate(prompt="a fox")
+
+    assert raised.value.status_code == 401 and raised.value.type == "invalid_request_error"
+    assert raised.value.code == "invalid_api_key"
+    assert raised.value.response.headers["www-authenticate"].startswith("Bearer")
+    with pytest.raises(openai.AuthenticationError):
+        sdk(url).videos.list()
+
+
+def test_over_the_rate_limit_is_the_sdks_rate_limit_error(make_live_server: LiveServerFactory) -> None:
+    url = make_live_server(rate_limit_per_minute=1, worker_enabled=False)
+    client = sdk(url)
+    client.videos.create(prompt="the one allowed")
+
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.videos.create(prompt="one too many")
+
+    assert raised.value.code == "rate_limit_exceeded" and raised.value.type == "rate_limit_error"
+    assert int(raised.value.response.headers["retry-after"]) >= 1
+    assert "x-should-retry" not in raised.value.response.headers  # the SDK may retry after Retry-After
+    assert len(httpx.get(f"{url}/generations").json()) == 1

@@ -20,7 +20,9 @@ PREFIX = "/v1/"
 _STATUS = {422: 400}
 # OpenAI's `type` values (its SDKs expose them as APIError.type).
 _TYPES = {401: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable_error"}
-_CODES = {"unauthorized": "invalid_api_key", "rate_limited": "rate_limit_exceeded"}
+# OpenAI's codes where its clients branch on them; every bad key (missing, malformed, unknown,
+# revoked) is its `invalid_api_key`, and the message still says which.
+_CODES = {"rate_limited": "rate_limit_exceeded"}
 # OpenAI's SDKs retry 408, 409, 429 and 5xx by default; a retried POST here would create another job,
 # so only answers that are worth repeating (limits, a database blip) leave the SDK free to retry.
 _RETRYABLE = frozenset({429, 503})
@@ -28,7 +30,8 @@ _RETRYABLE = frozenset({429, 503})
 
 def error_body(status: int, message: str, code: str | None, param: str | None = None) -> dict[str, Any]:
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "code": _CODES.get(code or "", code), "param": param}}
+    code = "invalid_api_key" if status == 401 else _CODES.get(code or "", code)
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
 
 
 def _translate(status: int, problem: dict[str, Any]) -> tuple[int, dict[str, Any]]:
