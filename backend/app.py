@@ -44,6 +44,7 @@ from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, valid
 from backend.events import endpoints as events_endpoints
 from backend.events.hub import EventHub
 from backend.events.repository import EventRepository
+from backend.events.webhooks import Deliverer
 from backend.jobs import endpoints as jobs_endpoints
 from backend.jobs.repository import JobRepository
 from backend.jobs.service import JobService
@@ -115,10 +116,16 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         hub = app.state.events = EventHub(EventRepository(engine), settings.asyncpg_dsn)
         lag_probe = asyncio.create_task(watch_loop_lag(), name="loop-lag")
         sweeper: asyncio.Task[None] | None = None
-        # A ROLE=worker process serves no streams and no chats: the API tier does that.
-        if settings.serves_api:
+        # Webhooks go out from every process that runs jobs (replicas share the outbox).
+        deliverer = Deliverer(EventRepository(engine), hub, storage, settings) if worker is not None else None
+        # A ROLE=worker process serves no streams and no chats: the API tier does that. Its hub
+        # still listens, to wake the delivery loop.
+        if settings.serves_api or deliverer is not None:
             hub.start()
+        if settings.serves_api:
             chat_results.start()
+        if deliverer is not None:
+            deliverer.start()
         if worker is not None:
             worker.start()
             sweeper = asyncio.create_task(sweep_forever(uploads), name="uploads-sweep")
@@ -133,8 +140,9 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
             await enhancer.aclose()
             if worker is not None:
                 await worker.stop()
-            if settings.serves_api:
-                await hub.stop()
+            if deliverer is not None:
+                await deliverer.stop()
+            await hub.stop()
             lag_probe.cancel()
             await close_providers(enabled)
             await storage.close()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.deps import CurrentAccount, ImageStorage, Service, base_url
-from backend.errors import FieldError, validation_problem
+from backend.errors import FieldError, not_found, validation_problem
 from backend.events.hub import EventHub, Overflow
 from backend.events.models import Event
+from backend.events.schemas import DeliveryOut, delivery_out
 from backend.events.service import event_json, stream
 from backend.jobs.endpoints import PROBLEM_RESPONSES
 from backend.jobs.models import FINISHED
@@ -116,3 +118,46 @@ async def job_events(
     job = await service.get(account, job_id)
     events = stream(hub, account.id, cursor, job_id=job.id, job_finished=job.status in FINISHED)
     return _respond(request, events, storage)
+
+
+@router.get("/generations/{job_id}/deliveries", response_model=list[DeliveryOut], tags=["webhooks"])
+async def list_deliveries(
+    job_id: str,
+    request: Request,
+    response: Response,
+    hub: Hub,
+    service: Service,
+    account: CurrentAccount,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=40, description="From the `Link: rel=next` header of the previous page.")
+    ] = None,
+) -> list[DeliveryOut]:
+    """The job's webhook deliveries, one per event sent to its `webhookUrl`, in event order."""
+    after = _cursor(None, cursor) if cursor is not None else 0
+    job = await service.get(account, job_id)
+    found = await hub.repo.list_deliveries(job.id, after, limit + 1)
+    if len(found) > limit:
+        found = found[:limit]
+        next_url = request.url.include_query_params(cursor=str(found[-1][0].event_id), limit=limit)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return [delivery_out(delivery, event_type) for delivery, event_type in found]
+
+
+@router.post(
+    "/generations/{job_id}/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    response_model=DeliveryOut,
+    tags=["webhooks"],
+)
+async def redeliver(job_id: str, delivery_id: str, hub: Hub, service: Service, account: CurrentAccount) -> DeliveryOut:
+    """Send a delivery again (same `webhook-id`, a fresh set of attempts), whatever its status."""
+    job = await service.get(account, job_id)
+    try:
+        parsed = uuid.UUID(delivery_id)
+    except ValueError:
+        raise not_found(f"delivery {delivery_id!r}") from None
+    again = await hub.repo.redeliver(job.id, parsed)
+    if again is None:
+        raise not_found(f"delivery {delivery_id!r}")
+    return delivery_out(*again)

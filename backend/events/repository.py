@@ -131,23 +131,29 @@ class EventRepository:
         """
         return bool(await self._fetch(sql, delivery_id, attempt, status_code, error[:1000], retry_in))
 
-    async def list_deliveries(self, job_id: uuid.UUID, after: int, limit: int) -> list[Delivery]:
+    async def list_deliveries(self, job_id: uuid.UUID, after: int, limit: int) -> list[tuple[Delivery, str]]:
+        """A job's deliveries in event order (one per event), each with its event's type."""
         sql = (
-            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.job_id = $1 AND d.event_id > $2"
-            " ORDER BY d.event_id LIMIT $3"
+            f"SELECT {_DELIVERY_COLUMNS}, e.type FROM webhook_deliveries d JOIN events e ON e.id = d.event_id"
+            " WHERE d.job_id = $1 AND d.event_id > $2 ORDER BY d.event_id LIMIT $3"
         )
-        return [Delivery.from_row(record) for record in await self._fetch(sql, job_id, after, limit)]
+        records = await self._fetch(sql, job_id, after, limit)
+        return [(Delivery.from_row(record), record[-1]) for record in records]
 
-    async def redeliver(self, job_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
+    async def redeliver(self, job_id: uuid.UUID, delivery_id: uuid.UUID) -> tuple[Delivery, str] | None:
         """Make a delivery due now with a fresh set of attempts (same webhook-id)."""
         sql = f"""
-            UPDATE webhook_deliveries d SET status = 'pending', attempts = 0, next_attempt_at = now(),
-                delivered_at = NULL, updated_at = now()
-            WHERE d.id = $1 AND d.job_id = $2
-            RETURNING {_DELIVERY_COLUMNS}, pg_notify('webhook_deliveries', '')
+            WITH again AS (
+                UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
+                    delivered_at = NULL, updated_at = now()
+                WHERE id = $1 AND job_id = $2
+                RETURNING *
+            )
+            SELECT {_DELIVERY_COLUMNS}, e.type, pg_notify('webhook_deliveries', '')
+            FROM again d JOIN events e ON e.id = d.event_id
         """
         records = await self._fetch(sql, delivery_id, job_id)
-        return Delivery.from_row(records[0]) if records else None
+        return (Delivery.from_row(records[0]), records[0][-2]) if records else None
 
     async def account_secret(self, account_id: uuid.UUID, generated: str) -> str:
         """The account's webhook secret; one is generated and kept the first time it is needed."""

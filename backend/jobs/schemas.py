@@ -22,6 +22,11 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+WebhookEventType = Literal[
+    "job.created", "job.started", "job.progress", "job.retrying", "job.completed", "job.failed", "job.canceled"
+]
+
+
 class GenerationCreate(CamelModel):
     """A request for `numImages` images or one video; the upper bound is the MAX_IMAGES_PER_JOB setting."""
 
@@ -50,6 +55,15 @@ class GenerationCreate(CamelModel):
     )
     input_images: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = Field(
         None, max_length=4, description="Up to 4 upload ids (POST /uploads) whose pictures the job uses."
+    )
+    webhook_url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        None, description="An http(s) URL that receives this job's events, signed (Standard Webhooks)."
+    )
+    webhook_events: list[WebhookEventType] | None = Field(
+        None,
+        min_length=1,
+        max_length=7,
+        description="Which events to POST to `webhookUrl`; default job.completed, job.failed, job.canceled.",
     )
 
     @field_validator("prompt", "provider", "model", "params")

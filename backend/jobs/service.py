@@ -14,6 +14,8 @@ from datetime import datetime
 from backend.accounts import Account
 from backend.config import Settings
 from backend.errors import FieldError, Problem, not_found, validation_problem
+from backend.events import guard
+from backend.events.models import DEFAULT_WEBHOOK_EVENTS
 from backend.jobs.models import FINISHED, Job, JobStatus
 from backend.jobs.repository import Cursor, JobRepository, NewJob
 from backend.jobs.schemas import PARAMS_MAX_BYTES, GenerationCreate
@@ -59,6 +61,15 @@ class JobService:
                     "unsupported",
                 )
             )
+        webhook_events: list[str] | None = None
+        if request.webhook_url is not None:
+            webhook_events = list(dict.fromkeys(request.webhook_events or DEFAULT_WEBHOOK_EVENTS))
+            try:
+                await guard.resolve(request.webhook_url, allow_private=self.settings.webhook_allow_private)
+            except guard.UnsafeURL as exc:
+                errors.append(FieldError("webhookUrl", str(exc), "unsafe_url"))
+        elif request.webhook_events is not None:
+            errors.append(FieldError("webhookEvents", "needs a webhookUrl to send them to", "missing_webhook_url"))
         if errors:
             raise validation_problem(errors)
         inputs = await self.uploads.claim_inputs(account, request.input_images) if request.input_images else None
@@ -79,6 +90,8 @@ class JobService:
             seed=request.seed,
             params=request.params,
             input_images=inputs,
+            webhook_url=request.webhook_url,
+            webhook_events=webhook_events,
         )
         job, created = await self.repo.create(new)
         if created:
