@@ -134,7 +134,7 @@ async def list_deliveries(
     ] = None,
 ) -> list[DeliveryOut]:
     """The job's webhook deliveries, one per event sent to its `webhookUrl`, in event order."""
-    after = _cursor(None, cursor) if cursor is not None else 0
+    after = resume_cursor(None, cursor) if cursor is not None else 0
     job = await service.get(account, job_id)
     found = await hub.repo.list_deliveries(job.id, after, limit + 1)
     if len(found) > limit:

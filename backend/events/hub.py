@@ -123,17 +123,17 @@ class EventHub:
         self.listeners: dict[str, list[Callable[[str], None]]] = {EVENTS_CHANNEL: [], DELIVERIES_CHANNEL: []}
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen_loop(), name="events-listen")
 
     async def stop(self) -> None:
+        self._closed = True
         tasks = [feed.task for feed in self.feeds.values()]
         if self._task is not None:
             tasks.append(self._task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
         self.feeds.clear()
 
     def on_channel(self, channel: str, callback: Callable[[str], None]) -> None:
@@ -177,7 +177,7 @@ class EventHub:
 
     async def _listen_loop(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             try:
                 connection = await asyncpg.connect(self.dsn, timeout=5)
             except Exception as exc:
@@ -206,3 +206,17 @@ class EventHub:
                 self.listening.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 2)
+
+
+STOP_TIMEOUT = 5.0
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait, bounded: a task that swallowed its cancellation (asyncio.wait_for can,
+    when the awaited thing finishes at that moment) must not hang the app's shutdown."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+        for task in pending:
+            log.warning("task %s did not stop within %.0fs", task.get_name(), STOP_TIMEOUT)

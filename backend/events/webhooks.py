@@ -32,7 +32,7 @@ from backend.accounts import ANONYMOUS_ACCOUNT_ID
 from backend.config import Settings
 from backend.db import database_down
 from backend.events import guard
-from backend.events.hub import DELIVERIES_CHANNEL, EventHub
+from backend.events.hub import DELIVERIES_CHANNEL, EventHub, stop_tasks
 from backend.events.repository import Claimed, EventRepository
 from backend.events.service import event_json
 from backend.storage import Storage
@@ -90,6 +90,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         # Never the environment's proxies, never a redirect: we call exactly the checked address.
         self._client = httpx.AsyncClient(
             timeout=settings.webhook_timeout, follow_redirects=False, trust_env=False, verify=True
@@ -100,15 +101,13 @@ class Deliverer:
         self._task = asyncio.create_task(self._loop(), name="webhook-deliveries")
 
     async def stop(self) -> None:
-        tasks = [*self._in_flight, *([self._task] if self._task else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._closed = True
+        await stop_tasks([*self._in_flight, *([self._task] if self._task else [])])
         await self._client.aclose()
 
     async def _loop(self) -> None:
         failures = 0
-        while True:
+        while not self._closed:
             self._wake.clear()
             free = self.settings.webhook_concurrency - len(self._in_flight)
             claimed: list[Claimed] = []
