@@ -214,3 +214,24 @@ async def test_a_stream_on_one_process_follows_a_job_run_by_another(database_url
         assert messages[1]["data"]["data"]["status"] == "processing"
     finally:
         kill_all(api, worker)
+
+
+async def test_a_bulk_statement_gets_one_event_per_job_and_maintenance_can_opt_out(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO generation_jobs (num_images, provider) SELECT 1, 'noop' FROM generate_series(1, 5000)")
+        )
+        await connection.execute(text("UPDATE generation_jobs SET status = 'canceled'"))
+    async with engine.begin() as connection:
+        await connection.execute(text("SET LOCAL generation_jobs.events = 'off'"))
+        await connection.execute(
+            text("INSERT INTO generation_jobs (num_images, provider) SELECT 1, 'noop' FROM generate_series(1, 100)")
+        )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(text("SELECT id, type, job_id FROM events ORDER BY id"))).all()
+        jobs = await connection.scalar(text("SELECT count(*) FROM generation_jobs"))
+    assert jobs == 5100
+    assert [r.type for r in rows] == ["job.created"] * 5000 + ["job.canceled"] * 5000
+    assert len({r.job_id for r in rows}) == 5000
+    # One transaction: consecutive ids, every one of them its transaction's.
+    assert [r.id for r in rows] == list(range(rows[0].id, rows[0].id + 10_000))

@@ -27,7 +27,7 @@ TERMINAL_TYPES = frozenset({"job.completed", "job.failed", "job.canceled"})
 DEFAULT_WEBHOOK_EVENTS = ("job.completed", "job.failed", "job.canceled")
 
 # An event id is (transaction id << ID_SHIFT) + ordinal within the transaction: see the migration.
-ID_SHIFT = 12
+ID_SHIFT = 16
 
 
 class EventTable(Base):
