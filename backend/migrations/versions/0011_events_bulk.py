@@ -2,7 +2,7 @@
 for bulk maintenance (`SET LOCAL generation_jobs.events = 'off'`).
 
 Revision ID: events_bulk
-Revises: uploads
+Revises: app_secrets
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "events_bulk"
-down_revision: str | None = "uploads"
+down_revision: str | None = "app_secrets"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
