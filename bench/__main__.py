@@ -20,7 +20,7 @@ import psutil
 
 from bench import db
 from bench.context import Context
-from bench.figures import accept, accounts, drain, growth, hotpath, memory, pickup, push, read, storage
+from bench.figures import accept, accounts, drain, growth, hotpath, inflight, memory, pickup, push, read, storage
 from bench.profile import FULL, QUICK, Profile
 from bench.stats import Figure, table
 from bench.venv import ROOT, bench_python
@@ -39,6 +39,7 @@ STEPS: list[tuple[str, Callable[[Context], Awaitable[list[Figure]]]]] = [
     ("storage", storage.run),
     ("accounts: fair claim, fairness, auth cost", accounts.run),
     ("push: events, streams, webhooks", push.run),
+    ("remote jobs in flight", inflight.run),
 ]
 
 
