@@ -81,6 +81,25 @@ class FakeService:
     def authorized(self, request: Request) -> bool:
         return request.headers.get("authorization") == self.auth
 
+    def denied(self) -> Response:
+        return JSONResponse({"detail": "Unauthorized"}, 401)
+
+    def missing(self) -> Response:
+        return JSONResponse({"detail": "Not found"}, 404)
+
+    def refuse(self, request: Request, route: str | None = None) -> Response | None:
+        """The answer for a call without our credentials, or the failure scripted for `route`."""
+        if not self.authorized(request):
+            return self.denied()
+        return self.injected(route) if route else None
+
+    def job_for(self, request: Request, route: str | None = None) -> RemoteJob | Response:
+        """The remote job a call names, or the answer that refuses the call."""
+        if (refused := self.refuse(request, route)) is not None:
+            return refused
+        job = self.jobs.get(request.path_params["id"])
+        return self.missing() if job is None else job
+
     def new_job(self, kind: str, body: dict[str, Any], outputs: int) -> RemoteJob:
         with self.lock:
             job = RemoteJob(str(uuid.uuid4()), kind, body, outputs)

@@ -18,6 +18,9 @@ class FakeFal(FakeService):
     def __init__(self) -> None:
         super().__init__(auth=f"Key {self.key}")
 
+    def missing(self) -> Response:
+        return JSONResponse({"detail": "Request not found"}, 404)
+
     def denied(self) -> JSONResponse:
         return JSONResponse({"detail": "Invalid API key", "error_type": "authentication_error"}, 401)
 
@@ -27,10 +30,8 @@ class FakeFal(FakeService):
         return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
     async def submit(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        if (failure := self.injected("create")) is not None:
-            return failure
+        if (refused := self.refuse(request, "create")) is not None:
+            return refused
         path = request.path_params["model"]
         owner, app = path.split("/")[:2]
         body = await request.json()  # the model input, not wrapped
@@ -41,13 +42,9 @@ class FakeFal(FakeService):
         )
 
     async def status(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        if (failure := self.injected("poll")) is not None:
-            return failure
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+        job = self.job_for(request, "poll")
+        if isinstance(job, Response):
+            return job
         state = self.advance(job)
         if state == "queued":
             return JSONResponse({"status": "IN_QUEUE", "queue_position": 0, "request_id": job.id}, 202)
@@ -56,13 +53,9 @@ class FakeFal(FakeService):
         return JSONResponse({"status": "COMPLETED", "logs": [], "metrics": {"inference_time": 1.2}})
 
     async def result(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        if (failure := self.injected("result")) is not None:
-            return failure
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+        job = self.job_for(request, "result")
+        if isinstance(job, Response):
+            return job
         if job.polls <= self.steps or self.hold:
             return JSONResponse({"detail": "Request is still in progress"}, 400)
         if job.canceled:
@@ -80,11 +73,9 @@ class FakeFal(FakeService):
         return JSONResponse({"images": images, "seed": 1, "has_nsfw_concepts": [False] * len(images)})
 
     async def cancel(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+        job = self.job_for(request)
+        if isinstance(job, Response):
+            return job
         if job.polls > self.steps and not self.hold:
             return JSONResponse({"status": "ALREADY_COMPLETED"}, 400)
         job.canceled = True

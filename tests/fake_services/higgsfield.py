@@ -21,6 +21,9 @@ class FakeHiggsfield(FakeService):
     def __init__(self) -> None:
         super().__init__(auth=f"Key {self.key}:{self.secret}")
 
+    def missing(self) -> Response:
+        return JSONResponse({"detail": "Request not found"}, 404)
+
     def denied(self) -> JSONResponse:
         return JSONResponse({"detail": "Invalid credentials"}, 401)
 
@@ -42,31 +45,23 @@ class FakeHiggsfield(FakeService):
         return body
 
     async def submit(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        if (failure := self.injected("create")) is not None:
-            return failure
+        if (refused := self.refuse(request, "create")) is not None:
+            return refused
         body = await request.json()
         kind = "video" if "duration" in body else "image"
         job = self.new_job(kind, {"model": request.path_params["model"], **body}, body.get("batch_size", 1))
         return JSONResponse(self.answer(job, "queued"))
 
     async def status(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        if (failure := self.injected("poll")) is not None:
-            return failure
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+        job = self.job_for(request, "poll")
+        if isinstance(job, Response):
+            return job
         return JSONResponse(self.answer(job, self.advance(job)))
 
     async def cancel(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, 404)
+        job = self.job_for(request)
+        if isinstance(job, Response):
+            return job
         # Only a request that has not started can be canceled. The fake holds its jobs queued.
         if job.polls > 1 and not self.hold:
             return JSONResponse({"detail": "Request is already being processed"}, 400)

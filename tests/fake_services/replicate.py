@@ -25,6 +25,12 @@ class FakeReplicate(FakeService):
         # Replicate's errors are RFC 7807 problem details.
         return JSONResponse({"title": title, "detail": detail, "status": status}, status)
 
+    def denied(self) -> Response:
+        return self.problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+
+    def missing(self) -> Response:
+        return self.problem(404, "Not found", "The requested resource could not be found.")
+
     def authorized(self, request: Request) -> bool:
         # The docs use "Bearer", the Python client "Token"; the service takes both.
         return request.headers.get("authorization") in (f"Bearer {self.token}", f"Token {self.token}")
@@ -57,10 +63,8 @@ class FakeReplicate(FakeService):
         return body
 
     async def create(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.problem(401, "Unauthenticated", "You did not pass a valid authentication token")
-        if (failure := self.injected("create")) is not None:
-            return failure
+        if (refused := self.refuse(request, "create")) is not None:
+            return refused
         body = await request.json()
         if not isinstance(body.get("input"), dict):
             return self.problem(422, "Input validation failed", "input is required")
@@ -71,21 +75,15 @@ class FakeReplicate(FakeService):
         return JSONResponse(self.prediction(job, "queued"), 201)
 
     async def get(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.problem(401, "Unauthenticated", "You did not pass a valid authentication token")
-        if (failure := self.injected("poll")) is not None:
-            return failure
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return self.problem(404, "Not found", "The requested resource could not be found.")
+        job = self.job_for(request, "poll")
+        if isinstance(job, Response):
+            return job
         return JSONResponse(self.prediction(job, self.advance(job)))
 
     async def cancel(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.problem(401, "Unauthenticated", "You did not pass a valid authentication token")
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return self.problem(404, "Not found", "The requested resource could not be found.")
+        job = self.job_for(request)
+        if isinstance(job, Response):
+            return job
         job.canceled = True
         self.cancels.append(job.id)
         return JSONResponse(self.prediction(job, "canceled"))

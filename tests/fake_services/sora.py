@@ -30,6 +30,9 @@ class FakeSora(FakeService):
     def denied(self) -> JSONResponse:
         return self.error(401, "Incorrect API key provided", "invalid_api_key")
 
+    def missing(self) -> Response:
+        return self.error(404, "Video not found", "not_found")
+
     def video(self, job: RemoteJob, state: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": job.id,
@@ -56,10 +59,8 @@ class FakeSora(FakeService):
         return body
 
     async def create(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        if (failure := self.injected("create")) is not None:
-            return failure
+        if (refused := self.refuse(request, "create")) is not None:
+            return refused
         body = await request.json()
         if not body.get("prompt"):
             return self.error(400, "Missing required parameter: 'prompt'.", "missing_required_parameter")
@@ -70,33 +71,25 @@ class FakeSora(FakeService):
         return JSONResponse(self.video(job, "queued"))
 
     async def retrieve(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        if (failure := self.injected("poll")) is not None:
-            return failure
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return self.error(404, "Video not found", "not_found")
+        job = self.job_for(request, "poll")
+        if isinstance(job, Response):
+            return job
         return JSONResponse(self.video(job, self.advance(job)), headers={"openai-poll-after-ms": "50"})
 
     async def content(self, request: Request) -> Response:
-        if not self.authorized(request):  # unlike the others' result URLs, this one needs the key
-            return self.denied()
-        if (failure := self.injected("file")) is not None:
-            return failure
-        job = self.jobs.get(request.path_params["id"])
-        if job is None or job.polls <= self.steps or self.hold or job.canceled:
+        job = self.job_for(request, "file")  # unlike the others' result URLs, this one needs the key
+        if isinstance(job, Response):
+            return job
+        if job.polls <= self.steps or self.hold or job.canceled:
             return self.error(404, "Video is not ready", "not_found")
         name = self.files(job)[0].rsplit("/", 1)[1]
         self.downloads.append(name)
         return Response(self.media[name][0], media_type="video/mp4")
 
     async def delete(self, request: Request) -> Response:
-        if not self.authorized(request):
-            return self.denied()
-        job = self.jobs.get(request.path_params["id"])
-        if job is None:
-            return self.error(404, "Video not found", "not_found")
+        job = self.job_for(request)
+        if isinstance(job, Response):
+            return job
         job.canceled = True
         self.cancels.append(job.id)
         return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
