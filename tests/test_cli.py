@@ -130,3 +130,24 @@ def test_watch_a_failing_job_exits_1_with_its_error(make_live_server: LiveServer
 
     assert result.returncode == 1, result.stderr
     assert "content_policy" in result.stdout and "refused" in result.stdout
+
+
+def test_api_key_from_the_option_or_the_environment(
+    make_live_server: LiveServerFactory, database_url: str, tmp_path: Path
+) -> None:
+    url = make_live_server(auth_required=True, image_provider_delay=0.0)
+    made = cli("keys", "create", "--name", "cli", "--json", DATABASE_URL=database_url, DATA_DIR=str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)["key"]
+
+    refused = cli("list", server=url)
+    assert refused.returncode == 2 and "key" in refused.stderr.lower()
+
+    waited = cli("submit", "--num", "1", "--wait", "--out", str(tmp_path / "out"), "--api-key", key, server=url)
+    assert waited.returncode == 0, waited.stderr
+    (saved,) = (tmp_path / "out").iterdir()
+    assert Image.open(saved).format == "PNG"  # the signed output URL, fetched with the key
+
+    listed = cli("list", "--json", server=url, GENJOBS_API_KEY=key)
+    assert listed.returncode == 0, listed.stderr
+    assert [job["status"] for job in json.loads(listed.stdout)] == ["completed"]
