@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook
 
 from tests.conftest import AppFactory
+from tests.processes import kill_all, start_service
 from tests.receiver import Receiver
 from tests.servers import ServeFactory
 
@@ -248,3 +251,74 @@ async def test_redeliver_sends_again_with_the_same_id_and_ownership_holds(
             {"a": other},
         )
     assert (await client.get(f"/generations/{foreign}/deliveries")).status_code == 404
+
+
+async def test_each_account_signs_with_its_own_secret(make_client: AppFactory, engine: AsyncEngine) -> None:
+    from tests.test_accounts import bearer, make_key
+
+    account, key = await make_key(engine)
+    assert account.webhook_secret is not None and account.webhook_secret.startswith("whsec_")
+    client = await make_client(**FAST)
+    async with Receiver().running() as receiver:
+        response = await client.post(
+            "/generations", json={"numImages": 1, "webhookUrl": receiver.url}, headers=bearer(key)
+        )
+        job = response.json()
+        (arrived,) = await receiver.wait_for(1)
+        assert Webhook(account.webhook_secret).verify(arrived.body, arrived.headers)["jobId"] == job["jobId"]
+        with pytest.raises(Exception, match="signature"):
+            Webhook(SECRET).verify(arrived.body, arrived.headers)  # not the anonymous account's
+        # The account's deliveries and streams are its own.
+        assert (await client.get(f"/generations/{job['jobId']}/deliveries")).status_code == 404
+        mine = await client.get(f"/generations/{job['jobId']}/deliveries", headers=bearer(key))
+        assert [d["eventType"] for d in mine.json()] == ["job.completed"]
+
+
+async def test_without_webhook_secret_one_is_generated_once_and_kept(
+    make_client: AppFactory, engine: AsyncEngine
+) -> None:
+    client = await make_client(**{**FAST, "webhook_secret": None})
+    async with Receiver().running() as receiver:
+        for _ in range(2):
+            await create_job(client, webhookUrl=receiver.url)
+        first, second = await receiver.wait_for(2)
+    async with engine.begin() as connection:
+        kept = await connection.scalar(text("SELECT webhook_secret FROM accounts WHERE name = 'anonymous'"))
+        # The anonymous account's row outlives a test: leave it as the migration made it.
+        await connection.execute(text("UPDATE accounts SET webhook_secret = NULL WHERE name = 'anonymous'"))
+    assert kept is not None and kept.startswith("whsec_")
+    assert Webhook(kept).verify(first.body, first.headers) and Webhook(kept).verify(second.body, second.headers)
+
+
+@pytest.mark.slow
+async def test_a_pending_delivery_survives_sigkill_and_another_process_sends_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {
+        "DATABASE_URL": database_url,
+        "WEBHOOK_ALLOW_PRIVATE": "true",
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_RETRY_BASE_DELAY": "0.5",
+        "WEBHOOK_RETRY_MAX_DELAY": "0.5",
+        "RUN_MIGRATIONS": "false",
+    }
+    receiver = Receiver()
+    first = start_service(tmp_path / "first", env)
+    second = None
+    try:
+        first.wait_ready()
+        async with httpx.AsyncClient(base_url=first.url) as client:
+            job = await create_job(client, webhookUrl=receiver.url)
+            await deliveries_when(client, job["jobId"], lambda d: d and d[0]["attempts"] >= 1 and d[0]["lastError"])
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+        async with receiver.running():
+            second = start_service(tmp_path / "second", env)
+            second.wait_ready()
+            (arrived,) = await receiver.wait_for(1, timeout=30)
+            async with httpx.AsyncClient(base_url=second.url) as client:
+                (delivery,) = await deliveries_when(client, job["jobId"], lambda d: d[0]["status"] == "delivered")
+        assert verified(arrived)["jobId"] == job["jobId"]
+        assert arrived.headers["webhook-id"] == delivery["webhookId"] and delivery["attempts"] >= 2
+    finally:
+        kill_all(first, *([second] if second else []))
