@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import ops
@@ -53,6 +53,7 @@ from backend.metrics import HTTP_REQUESTS, watch_loop_lag
 from backend.openai_compat import endpoints as openai_endpoints
 from backend.openai_compat.errors import OpenAIErrorMiddleware
 from backend.providers import Provider, build_providers, close_providers
+from backend.providers import endpoints as providers_endpoints
 from backend.signing import UrlSigner, shared_secret
 from backend.storage import StorageUnavailable, build_storage
 from backend.storage import endpoints as storage_endpoints
@@ -60,6 +61,7 @@ from backend.storage.signed import SignedUrlStorage
 from backend.uploads import endpoints as uploads_endpoints
 from backend.uploads.repository import UploadRepository
 from backend.uploads.service import UploadService, sweep_forever
+from backend.web import endpoints as web_endpoints
 from backend.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,8 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         app.include_router(chat_endpoints.router)
         app.include_router(uploads_endpoints.router)
         app.include_router(openai_endpoints.router)
+        app.include_router(providers_endpoints.router)
+        web_endpoints.mount(app)
     app.include_router(ops.router)  # every role: /healthz, /readyz, /metrics
     app.add_middleware(JsonBodyMiddleware, raw_body_paths=[uploads_endpoints.CONTENT_PATH])
     # Before the body is read: an unauthenticated request costs no more than its headers.
@@ -233,8 +237,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            # Starlette names only the first route that matched the path; list them all.
-            allowed = _allowed_methods(app, request.scope)
+            # Starlette names only the first route that matched the path; list them all. A mounted
+            # app (the static files) matches every method, so only the Allow it gave is true there.
+            given = headers.get("Allow", "")
+            allowed = _allowed_methods(app, request.scope) or [m.strip() for m in given.split(",") if m.strip()]
             headers["Allow"] = ", ".join(allowed)
             detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
         return problem_response(Problem(exc.status_code, code, title, detail, headers=headers))
@@ -282,7 +288,11 @@ def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     return [
         method
         for method in HTTP_METHODS
-        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)
+        if any(
+            route.matches({**scope, "method": method})[0] == Match.FULL
+            for route in app.router.routes
+            if not isinstance(route, Mount)
+        )
     ]
 
 
