@@ -289,5 +289,8 @@ async def test_text_postgresql_cannot_store_is_a_422(client: httpx.AsyncClient) 
     for body in bodies:
         response = await client.post("/generations", content=body, headers=JSON)
         assert_problem(response, 422)
+    chat = (await client.post("/chats", json={})).json()
+    message = await client.post(f"/chats/{chat['id']}/messages", content=b'{"text": "a\\u0000b"}', headers=JSON)
+    assert_problem(message, 422)
     facade = await client.post("/v1/images/generations", json={"model": "animals/" + "m" * 200, "prompt": "x"})
     assert facade.status_code == 400 and facade.json()["error"]["param"] == "model"  # OpenAI says 400

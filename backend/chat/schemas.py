@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from backend.chat.catalog import CatalogModel, CostTier, LatencyTier, ToolType
 from backend.chat.models import Message, Option
-from backend.jobs.schemas import CamelModel, OutputOut
+from backend.jobs.schemas import CamelModel, OutputOut, RequestBody
 
 TEXT_MAX_LENGTH = 4000
 MAX_ATTACHMENTS = 4
@@ -33,7 +33,7 @@ class ModelOut(CamelModel):
         return cls.model_validate(entry.model_dump(exclude={"defaults"}))
 
 
-class ChatCreate(CamelModel):
+class ChatCreate(RequestBody):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"title": "Holiday card"}]})
 
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
@@ -47,7 +47,7 @@ class ChatOut(CamelModel):
     created_at: datetime
 
 
-class MessageCreate(CamelModel):
+class MessageCreate(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,

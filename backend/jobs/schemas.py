@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -27,7 +26,37 @@ WebhookEventType = Literal[
 ]
 
 
-class GenerationCreate(CamelModel):
+def _unstorable(value: object) -> bool:
+    """Text PostgreSQL cannot hold: a NUL character, or a lone surrogate (not encodable as UTF-8)."""
+    if isinstance(value, str):
+        return "\x00" in value or (not value.isascii() and _has_lone_surrogate(value))
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(item) for item in value)
+    return False
+
+
+def _has_lone_surrogate(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class RequestBody(CamelModel):
+    """A body a client sends: every text in it must be storable, or the request is a 422 naming the field."""
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        if _unstorable(value):
+            raise ValueError("contains a NUL character or an invalid Unicode surrogate")
+        return value
+
+
+class GenerationCreate(RequestBody):
     """A request for `numImages` images or one video; the upper bound is the MAX_IMAGES_PER_JOB setting."""
 
     model_config = ConfigDict(
@@ -65,33 +94,6 @@ class GenerationCreate(CamelModel):
         max_length=7,
         description="Which events to POST to `webhookUrl`; default job.completed, job.failed, job.canceled.",
     )
-
-    @field_validator("prompt", "provider", "model", "params")
-    @classmethod
-    def _storable_text(cls, value: object) -> object:
-        # PostgreSQL text and jsonb hold neither U+0000 nor a lone surrogate (not UTF-8):
-        # refuse them here rather than fail the insert.
-        for text in _strings(value):
-            if "\x00" in text:
-                raise ValueError("must not contain the NUL character (U+0000)")
-            try:
-                text.encode()
-            except UnicodeEncodeError:
-                raise ValueError("must be valid Unicode (a lone surrogate was sent)") from None
-        return value
-
-
-def _strings(value: object) -> Iterator[str]:
-    """Every string in a JSON value, keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield str(key)
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 class OutputOut(CamelModel):

@@ -15,7 +15,6 @@ from backend.errors import FieldError, Problem, not_found, validation_problem
 from backend.jobs.endpoints import job_out
 from backend.jobs.models import JobKind, JobStatus
 from backend.jobs.repository import Cursor
-from backend.jobs.schemas import GenerationCreate
 from backend.jobs.service import encode_cursor
 from backend.openai_compat import service as compat
 from backend.openai_compat.schemas import (
@@ -60,11 +59,7 @@ async def generate_images(
 ) -> ImagesResponse:
     """OpenAI's images API: runs an ordinary job and answers when it is done (up to OPENAI_COMPAT_WAIT)."""
     provider, model = compat.split_model(body.model)
-    try:
-        request_ = GenerationCreate(num_images=body.n, prompt=body.prompt, provider=provider, model=model)
-    except ValidationError as exc:
-        # The model name splits into a provider and a model, each with its own limits.
-        raise RequestValidationError([{**e, "loc": ("body", "model")} for e in exc.errors()]) from None
+    request_ = compat.generation_request(num_images=body.n, prompt=body.prompt, provider=provider, model=model)
     created = await compat.create_job(service, account, request_, idempotency_key)
     waited = request.app.state.settings.openai_compat_wait
     job = await compat.wait_finished(service, request.app.state.events, account, created, waited)
@@ -92,13 +87,13 @@ async def create_video(
     job = await compat.create_job(
         service,
         account,
-        GenerationCreate(
+        compat.generation_request(
             kind="video",
             prompt=body.prompt,
             provider=provider,
             model=model,
             duration_seconds=body.seconds,
-            aspect_ratio=compat.aspect_ratio(body.size),  # type: ignore[arg-type]
+            aspect_ratio=compat.aspect_ratio(body.size),
         ),
         idempotency_key,
     )

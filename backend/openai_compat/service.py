@@ -6,7 +6,10 @@ import asyncio
 import base64
 import dataclasses
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from backend.accounts import Account
 from backend.errors import FieldError, Problem, not_found, validation_problem
@@ -25,11 +28,24 @@ _PARAMS = {
     "kind": "model",
     "durationSeconds": "seconds",
     "aspectRatio": "size",
+    "model": "model",
 }
 _FIRST_POLL = 0.05
 # Outputs are our own files; the bound only keeps a corrupted one from filling memory.
 MAX_OUTPUT_READ = 256 * 1024 * 1024
 _MAX_POLL = 1.0
+
+
+def generation_request(**fields: Any) -> GenerationCreate:
+    """Our job request from what an OpenAI client sent; what it cannot hold is a 400 naming the parameter."""
+    try:
+        return GenerationCreate(**fields)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors():
+            field = to_camel(str(error["loc"][0])) if error["loc"] else "body"
+            errors.append(FieldError(_PARAMS.get(field, field), error["msg"], error["type"]))
+        raise validation_problem(errors) from None
 
 
 def split_model(model: str | None) -> tuple[str | None, str | None]:

@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
-from backend.jobs.schemas import CamelModel
+from backend.jobs.schemas import CamelModel, RequestBody
 
 
-class UploadCreate(CamelModel):
+class UploadCreate(RequestBody):
     """Announce an upload; its bytes go to the returned `uploadUrl`."""
 
     model_config = ConfigDict(
