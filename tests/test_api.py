@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 from typing import Any
 
 import httpx
@@ -251,8 +253,11 @@ async def test_images_cannot_escape_their_folder(client: httpx.AsyncClient, path
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
-    ready = await client.get("/readyz")
-    assert ready.status_code == 200
+    # The worker's LISTEN connection opens in the background after start-up: ready within a deadline.
+    deadline = time.monotonic() + 10
+    while (ready := await client.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "worker": "ok"}
 
 
