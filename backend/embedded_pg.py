@@ -397,6 +397,9 @@ def _live_parent(pid: int) -> int | None:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # As PostgreSQL binds: connections of a server that just stopped linger in TIME_WAIT,
+        # and without SO_REUSEADDR they would make a restart on the same port look "taken".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
