@@ -30,8 +30,9 @@ migrate: $(VENV)/.installed-run
 pgadmin:
 	$(PYTHON) pgadmin/run_local.py $(PGADMIN_ARGS)
 
+# The figures, then their charts (docs/bench/*.png), drawn even when a figure failed.
 bench: $(VENV)/.installed-dev
-	$(BIN)/python -m bench $(if $(FULL),--full,)
+	$(BIN)/python -m bench $(if $(FULL),--full,); status=$$?; $(BIN)/python -m bench.charts && exit $$status
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
