@@ -5,7 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench pgadmin migrate clean
+SOAK_SECONDS ?= 600
+
+.PHONY: run test lint format bench soak pgadmin migrate clean
 
 run: $(VENV)/.installed-run
 	$(BIN)/python -m backend
@@ -33,6 +35,10 @@ pgadmin:
 # The figures, then their charts (docs/bench/*.png), drawn even when a figure failed.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench $(if $(FULL),--full,); status=$$?; $(BIN)/python -m bench.charts && exit $$status
+
+# Endurance with faults across three replicas, bounded: SOAK_SECONDS of load, then a bounded drain.
+soak: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
