@@ -15,8 +15,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.processes import ROOT, Service, start_service
+from tests.test_accounts import make_key
 
 pytestmark = pytest.mark.slow
 
@@ -274,3 +276,36 @@ async def test_the_assistant_offers_options_and_shows_the_result_in_the_conversa
     await tab.get_by_role("link", name="Create").click()
     await expect(job_card(tab, f"a lighthouse at dusk {RUN}")).to_have_attribute("data-status", "completed")
     console.assert_clean()
+
+
+async def test_the_page_asks_for_the_key_once_when_auth_is_required(
+    browser: Browser, database_url: str, engine: AsyncEngine
+) -> None:
+    _, key = await make_key(engine, "web page")
+    folder = Path(tempfile.mkdtemp(prefix="web-auth-"))
+    folder.chmod(0o755)
+    secured = start_service(folder, {"DATABASE_URL": database_url, "AUTH_REQUIRED": "true"})
+    context = await browser.new_context()
+    tab = await context.new_page()
+    console = Console(tab)
+    try:
+        secured.wait_ready()
+        await tab.goto(secured.url)
+        dialog = tab.locator("#key-dialog")
+        await expect(dialog).to_be_visible()
+        await dialog.get_by_label("API key").fill(key)
+        await dialog.get_by_role("button", name="Save key").click()
+        await expect(tab.locator("#connection")).to_have_attribute("data-state", "live")
+        await tab.get_by_test_id("new-job").locator("[name=prompt]").fill(f"a key-holding koala {RUN}")
+        await tab.get_by_role("button", name="Generate").click()
+        card = job_card(tab, f"a key-holding koala {RUN}")
+        await expect(card).to_have_attribute("data-status", "completed", timeout=20_000)
+        assert await natural_widths(card) == [256, 256]
+        assert await tab.evaluate("localStorage.length") == 1
+        await expect(dialog).to_be_hidden()
+        # Only the requests made before the key was given were refused.
+        console.assert_clean("status of 401")
+    finally:
+        await context.close()
+        secured.stop()
+        shutil.rmtree(folder, ignore_errors=True)
