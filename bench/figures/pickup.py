@@ -63,7 +63,8 @@ async def run(ctx: Context) -> list[Figure]:
                 ),
             )
         )
-    for q in ("p50", "p95", "p99"):
+    # Read off figure 1's runs: absent when that step was left out (`--only pickup`).
+    for q in ("p50", "p95", "p99") if ctx.pickup_under_load else ():
         figures.append(
             Figure(
                 key=f"pickup_load_{q}",
