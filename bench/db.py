@@ -57,9 +57,8 @@ async def insert_pending(conn: asyncpg.Connection, count: int) -> float:
     on a table with statistics — the same courtesy every baseline gets.
     """
     async with conn.transaction():
-        # The seed is the benchmark's setup, not clients' requests: it skips the triggers (the
-        # events trigger refuses more than 4,096 jobs per transaction) and wakes the workers
-        # itself, still at the one commit.
+        # The seed is the benchmark's setup, not clients' requests: it skips the triggers (no
+        # job.created events for rows no client made) and wakes the workers itself, at the one commit.
         await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute(
             "INSERT INTO generation_jobs (num_images, provider) SELECT 1, 'noop' FROM generate_series(1, $1)", count
