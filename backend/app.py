@@ -42,7 +42,7 @@ from backend.db import (
 )
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
 from backend.events import endpoints as events_endpoints
-from backend.events.hub import EventHub
+from backend.events.hub import EVENTS_CHANNEL, EventHub
 from backend.events.repository import EventRepository
 from backend.events.webhooks import Deliverer
 from backend.jobs import endpoints as jobs_endpoints
@@ -120,6 +120,9 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         sweeper: asyncio.Task[None] | None = None
         # Webhooks go out from every process that runs jobs (replicas share the outbox).
         deliverer = Deliverer(EventRepository(engine), hub, storage, settings) if worker is not None else None
+        if settings.serves_api:
+            # Any event may be a chat job finishing: look for results now rather than at the next poll.
+            hub.on_channel(EVENTS_CHANNEL, lambda _payload: chat_results.wake())
         # A ROLE=worker process serves no streams and no chats: the API tier does that. Its hub
         # still listens, to wake the delivery loop.
         if settings.serves_api or deliverer is not None:

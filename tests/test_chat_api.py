@@ -636,3 +636,13 @@ async def test_bad_attachments_are_422_naming_each(client: httpx.AsyncClient, en
     twice = await client.post(f"/chats/{chat['id']}/messages", json={"text": "a cat", "attachments": [good, good]})
     assert_problem(twice, 422, "attachments.1")
     assert await messages_of(client, chat["id"]) == []
+
+
+async def test_a_finished_job_wakes_the_result_appender(make_client: AppFactory) -> None:
+    # With an hour between polls, only the job's own events can bring its result in.
+    client = await make_client(chat_result_poll_interval=3600)
+    chat = await new_chat(client)
+    await asyncio.wait_for(APPS[client].state.events.listening.wait(), 10)
+    option_id = buttons((await say(client, chat["id"], "a cat"))["assistantMessage"])[0]["optionId"]
+    job = (await client.post(f"/options/{option_id}/generate", headers={"Idempotency-Key": "k"})).json()
+    await wait_for_result(client, chat["id"], job["jobId"])

@@ -4,7 +4,8 @@ Why a sweep over a table rather than a reaction to an in-memory signal: the to-d
 `chat_generations` rows whose job has finished and whose result is not yet in the chat. That state
 lives in PostgreSQL, so a replica that crashes or restarts mid-way loses nothing (the rows are still
 there), and any replica can finish another's work. `wake()` lets a fresher signal (a job event)
-cut the wait short; the poll is the floor that needs no signal at all.
+cut the wait short (every event wakes it: the trigger's NOTIFY through the process's one LISTEN
+connection); the poll is the floor that needs no signal at all.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from backend.chat.service import ChatService
 from backend.db import database_down
@@ -19,6 +21,8 @@ from backend.db import database_down
 log = logging.getLogger(__name__)
 
 BATCH = 100
+# Wakes come with every job event; under load this caps the sweeps at ten a second per process.
+MIN_GAP = 0.1
 
 
 class ResultAppender:
@@ -43,6 +47,7 @@ class ResultAppender:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             self._wake.clear()
             try:
                 appended = await self.chats.append_results(BATCH)
@@ -58,3 +63,5 @@ class ResultAppender:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+                    # Coalesce a burst of wakes into one sweep.
+                    await asyncio.wait_for(self._stop.wait(), max(0.0, started + MIN_GAP - time.monotonic()))
