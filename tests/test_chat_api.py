@@ -646,3 +646,15 @@ async def test_a_finished_job_wakes_the_result_appender(make_client: AppFactory)
     option_id = buttons((await say(client, chat["id"], "a cat"))["assistantMessage"])[0]["optionId"]
     job = (await client.post(f"/options/{option_id}/generate", headers={"Idempotency-Key": "k"})).json()
     await wait_for_result(client, chat["id"], job["jobId"])
+
+
+async def test_models_of_remote_providers_appear_when_enabled(make_client: AppFactory) -> None:
+    client = await make_client(providers="animals,replicate,fal", replicate_api_token="r8_test", fal_key="k:s")
+    models = (await client.get("/models")).json()
+    offered = {(model["provider"], model["toolType"]) for model in models}
+    assert {("replicate", "text_to_image"), ("replicate", "text_to_video"), ("fal", "text_to_video")} <= offered
+    assert "sora" not in {model["provider"] for model in models}
+    chat = await new_chat(client)
+    answer = (await say(client, chat["id"], "a video of a horse"))["assistantMessage"]
+    providers = {(await client.get(f"/options/{b['optionId']}")).json()["provider"] for b in buttons(answer)}
+    assert providers >= {"animals", "fal"}  # the fastest and the finest video models, then an image
