@@ -7,12 +7,14 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 
 from backend.db import migrate
 from backend.embedded_pg import EmbeddedPostgres, free_port
+from backend.events.models import ID_SHIFT
 
 # Busy rows live in these statuses; a queue is drained when none is left.
 _LIVE = "status IN ('pending', 'processing')"
@@ -68,11 +70,13 @@ async def insert_pending(conn: asyncpg.Connection, count: int) -> float:
     return time.time()
 
 
-async def insert_finished(conn: asyncpg.Connection, count: int) -> None:
+async def insert_finished(conn: asyncpg.Connection, count: int, *, events: bool = False) -> None:
     """Append `count` completed jobs, each 1 ms older than the last, below the oldest row.
 
-    History, not changes: no events for them (and a million in one statement exceeds the
-    events' ids per transaction)."""
+    History, not changes: the insert writes no events itself (a million in one statement exceeds
+    the events' ids per transaction). With `events`, `insert_history` then gives each of them the
+    events its life would have written."""
+    oldest = await conn.fetchval("SELECT coalesce(min(created_at), now()) FROM generation_jobs")
     async with conn.transaction():
         await conn.execute("SET LOCAL generation_jobs.events = 'off'")
         await conn.execute(
@@ -80,15 +84,60 @@ async def insert_finished(conn: asyncpg.Connection, count: int) -> None:
             INSERT INTO generation_jobs
                 (status, num_images, provider, attempts, created_at, updated_at, run_after, started_at, completed_at)
             SELECT 'completed', 1, 'noop', 1, t, t, t, t, t
-            FROM (
-                SELECT coalesce((SELECT min(created_at) FROM generation_jobs), now())
-                       - make_interval(secs => g * 0.001) AS t
-                FROM generate_series(1, $1) AS g
-            ) AS s
+            FROM (SELECT $2::timestamptz - make_interval(secs => g * 0.001) AS t FROM generate_series(1, $1) AS g) AS s
             """,
             count,
+            oldest,
         )
+    if events:
+        await insert_history(conn, oldest)
     await conn.execute("VACUUM ANALYZE generation_jobs")
+
+
+# Per job, the three events a no-op job's life writes: its snapshot as the trigger stores it
+# (to_jsonb of the row less the lease token and request hash) as it was at each change.
+_LIFE = """
+    (VALUES (0, 'job.created', jsonb_build_object('status', 'pending', 'attempts', 0, 'started_at', NULL,
+                                                   'completed_at', NULL)),
+            (1, 'job.started', jsonb_build_object('status', 'processing', 'completed_at', NULL)),
+            (2, 'job.completed', '{}'::jsonb)) AS life(k, type, patch)
+"""
+# 65,536 event ids per transaction (backend/migrations/versions/0011_events_bulk.py), three per job.
+_HISTORY_CHUNK = 65_536 // 3
+
+
+async def insert_history(conn: asyncpg.Connection, before: datetime) -> None:
+    """The events of every job created before `before` (created, started, completed), oldest
+    job first, written as the trigger writes them: ids (transaction id << 16) + ordinal, at most
+    65,536 per transaction, so the history sits below every id the product writes afterwards and
+    below the readers' horizon once committed. One statement per 21,845 jobs."""
+    await conn.execute("CREATE TEMP TABLE history_order (id uuid, n integer) ON COMMIT PRESERVE ROWS")
+    try:
+        await conn.execute(
+            "INSERT INTO history_order SELECT id, (row_number() OVER (ORDER BY created_at, id) - 1)::integer"
+            " FROM generation_jobs WHERE created_at < $1",
+            before,
+        )
+        await conn.execute("CREATE INDEX ON history_order (n)")
+        await conn.execute("ANALYZE history_order")
+        total: int = await conn.fetchval("SELECT count(*) FROM history_order")
+        for first in range(0, total, _HISTORY_CHUNK):
+            await conn.execute(
+                f"""
+                INSERT INTO events (id, account_id, type, job_id, data, created_at)
+                SELECT (pg_current_xact_id()::text::bigint << {ID_SHIFT}) + (h.n - $1) * 3 + life.k,
+                       j.account_id, life.type, j.id,
+                       (to_jsonb(j) - 'lease_token' - 'request_hash') || life.patch,
+                       CASE life.k WHEN 0 THEN j.created_at WHEN 1 THEN j.started_at ELSE j.completed_at END
+                FROM history_order h JOIN generation_jobs j ON j.id = h.id CROSS JOIN {_LIFE}
+                WHERE h.n >= $1 AND h.n < $1 + {_HISTORY_CHUNK}
+                ORDER BY h.n, life.k
+                """,
+                first,
+            )
+    finally:
+        await conn.execute("DROP TABLE history_order")
+    await conn.execute("VACUUM ANALYZE events")
 
 
 async def wait_drained(conn: asyncpg.Connection, timeout: float) -> None:
