@@ -118,7 +118,9 @@ async def _machine(conn: object) -> dict[str, object]:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--full", action="store_true", help="the long profile (50k drain, 1M rows, 100k jobs)")
+    parser.add_argument(
+        "--full", action="store_true", help="the long profile (50k drain, 1M rows, 100k jobs, 1,000 streams)"
+    )
     parser.add_argument("--only", nargs="*", default=[], help="run only the steps whose name contains a word")
     return parser.parse_args()
 

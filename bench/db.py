@@ -47,7 +47,9 @@ async def server_version(conn: asyncpg.Connection) -> str:
 
 
 async def reset(conn: asyncpg.Connection) -> None:
-    await conn.execute("TRUNCATE generation_jobs CASCADE")  # and the rows that point at jobs (chat)
+    # And the rows that point at jobs (chat), and the jobs' events: every figure starts from the
+    # same empty tables, not from the events of every figure before it.
+    await conn.execute("TRUNCATE generation_jobs, events, webhook_deliveries CASCADE")
     await conn.execute("VACUUM ANALYZE generation_jobs")
 
 

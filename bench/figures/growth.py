@@ -61,7 +61,7 @@ LABELS = {
 
 async def run(ctx: Context) -> list[Figure]:
     p = ctx.profile
-    await _clear(ctx.conn)
+    await db.reset(ctx.conn)
     await ctx.conn.execute(f"DROP DATABASE IF EXISTS {LARGE_DATABASE}")
     await ctx.conn.execute(f"CREATE DATABASE {LARGE_DATABASE}")
     # A second database on the same server (BENCH_DATABASE_URL's role needs CREATEDB for this).
@@ -83,7 +83,7 @@ async def run(ctx: Context) -> list[Figure]:
     finally:
         await large_conn.close()
         await ctx.conn.execute(f"DROP DATABASE IF EXISTS {LARGE_DATABASE}")
-        await _clear(ctx.conn)
+        await db.reset(ctx.conn)
 
     sizes = f"{p.growth_large:,} vs {p.growth_small:,} finished jobs (3 events each), timed interleaved"
     if p.growth_large < 1_000_000:
@@ -108,11 +108,6 @@ async def run(ctx: Context) -> list[Figure]:
         )
         for name, label in LABELS.items()
     ]
-
-
-async def _clear(conn: asyncpg.Connection) -> None:
-    await conn.execute("TRUNCATE events, webhook_deliveries")
-    await db.reset(conn)
 
 
 class _Size:
