@@ -36,7 +36,8 @@ async def http_load(
         args += ["--record", str(record)]
     if bearer is not None:
         args += ["--bearer", bearer]
-    return await run_json("bench.loadgen", *args, timeout=(seconds or 300) + 120)
+    # A --total run stops itself after loadgen's --max-seconds (600 s): wait that long, and then some.
+    return await run_json("bench.loadgen", *args, timeout=(seconds or 600) + 120)
 
 
 async def probe(url: str, count: int, gap: float) -> dict[str, float]:
