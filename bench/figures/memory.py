@@ -1,6 +1,6 @@
 """Figure 6: the service process's RSS before and after a run of jobs (API and worker, noop).
 
-Full profile: 3 repetitions of 100,000 jobs, each about 2 minutes through HTTP on the 2-core VM.
+Full profile: 3 repetitions of 100,000 jobs, about 2.5 minutes each through HTTP on the 2-core VM.
 """
 
 from __future__ import annotations
