@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     job_timeout: float = Field(300.0, gt=0, le=86400)
     retry_base_delay: float = Field(1.0, ge=0, le=3600)
     retry_max_delay: float = Field(60.0, ge=0, le=86400)
+    storage_wait_seconds: float = Field(60.0, ge=0, le=3600)
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=3600)
     job_retention_seconds: float | None = Field(None, gt=0)
 

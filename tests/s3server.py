@@ -73,6 +73,12 @@ class S3Server:
             **CREDENTIALS,
         }
 
+    def start_again(self, timeout: float = 30) -> None:
+        """Start a stopped server again on the same port (so clients' endpoint stays valid).
+
+        moto keeps everything in memory: it comes back with no bucket at all."""
+        self.process = start_s3_server(self.log.parent, timeout, port=self.port).process
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -87,8 +93,8 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_s3_server(log_dir: Path, timeout: float = 30) -> S3Server:
-    port = free_port()
+def start_s3_server(log_dir: Path, timeout: float = 30, *, port: int | None = None) -> S3Server:
+    port = port or free_port()
     log = log_dir / f"moto-{port}.log"
     with log.open("ab") as out:
         process = subprocess.Popen(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,10 +18,14 @@ from PIL import Image
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.config import Settings
 from backend.embedded_pg import free_port
 from backend.jobs.repository import JobRepository, NewJob
+from backend.storage import StorageUnavailable
+from backend.storage.s3 import S3Storage
 from tests.conftest import APPS, AppFactory, wait_for_status
-from tests.s3server import S3Server
+from tests.fakes import ScriptedProvider
+from tests.s3server import CREDENTIALS, S3Server, start_s3_server
 from tests.test_ownership import make_account
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -80,12 +87,12 @@ async def test_unknown_image_key_is_404_problem_with_s3(make_client: AppFactory,
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_unreachable_object_store_fails_attempts_with_storage_unavailable(
+async def test_an_object_store_down_for_longer_than_the_wait_fails_attempts_with_storage_unavailable(
     make_client: AppFactory, s3_settings: dict[str, Any]
 ) -> None:
     nothing_there = f"http://127.0.0.1:{free_port()}"
     settings = {**s3_settings, "s3_endpoint_internal": nothing_there, "s3_public_endpoint": nothing_there}
-    client = await make_client(**settings, max_attempts=2)
+    client = await make_client(**settings, max_attempts=2, storage_wait_seconds=0.5)
     created = (await client.post("/generations", json={"numImages": 1})).json()
 
     job = await wait_for_status(client, created["jobId"], {"failed"}, timeout=60)
@@ -93,6 +100,88 @@ async def test_unreachable_object_store_fails_attempts_with_storage_unavailable(
     assert job["attempts"] == 2  # retried: an outage of the store is transient
     assert job["error"]["code"] == "storage_unavailable"
     assert "gave up after 2 attempts" in job["error"]["message"]
+
+
+async def test_a_missing_bucket_is_an_unavailable_store_not_a_missing_object(
+    make_settings: Callable[..., Settings], s3_settings: dict[str, Any]
+) -> None:
+    # A store that restarted empty, or whose bucket is not created yet: a write must not look
+    # like a crash, nor a read like an input the user deleted.
+    storage = S3Storage(make_settings(**{**s3_settings, "s3_bucket": f"missing-{uuid.uuid4().hex[:8]}"}))
+
+    with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
+        await storage.save(f"{uuid.uuid4()}/0.png", b"png", "image/png")
+    with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
+        await storage.read(f"uploads/{uuid.uuid4()}", 1000)
+
+
+async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
+    make_client: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store goes down under a running job: the job keeps its output and its only attempt,
+    and completes once the store is back, even though the store comes back without its bucket."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    store = start_s3_server(tmp_path)  # its own server: this test stops it
+    warnings = Warnings("backend.worker.runner")
+    try:
+        bucket = store.create_bucket()
+        provider = ScriptedProvider()
+        client = await make_client(
+            {"scripted": provider},
+            default_provider="scripted",
+            max_attempts=1,  # a spent attempt would fail the job
+            storage_wait_seconds=60,
+            storage_backend="s3",
+            s3_bucket=bucket,
+            s3_endpoint_internal=store.endpoint,
+            s3_use_path_style=True,
+        )
+        store.stop()
+        created = (await client.post("/generations", json={"numImages": 1})).json()
+        # The output is made, and its write found the store down.
+        await until(lambda: any("waits for the object store" in m for m in warnings.messages), timeout=20)
+
+        await asyncio.to_thread(store.start_again)
+        # The store answers again, but without the bucket: the write is refused, and the job waits on.
+        refused = f'"PUT /{bucket}/{created["jobId"]}/0.png HTTP/1.1" 404'
+        await until(lambda: refused in store.log.read_text(errors="replace"), timeout=20)
+        assert (await client.get(f"/generations/{created['jobId']}")).json()["status"] == "processing"
+        store.create_bucket(bucket)
+
+        job = await wait_for_status(client, created["jobId"], {"completed"}, timeout=30)
+        assert job["attempts"] == 1
+        assert provider.runs == [(uuid.UUID(created["jobId"]), 1)]  # the provider ran once
+        image = await client.get(urlsplit(job["images"][0]["url"]).path)
+        assert image.status_code == 302
+        assert_png(httpx.get(image.headers["location"], timeout=10).content)
+    finally:
+        warnings.close()
+        store.stop()
+
+
+class Warnings(logging.Handler):
+    """The warnings one logger emits while attached (the app replaces the root's handlers)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.logger = logging.getLogger(name)
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def close(self) -> None:
+        self.logger.removeHandler(self)
+        super().close()
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        await asyncio.sleep(0.05)
 
 
 async def test_delete_removes_a_finished_job_and_its_files(client: httpx.AsyncClient) -> None:

@@ -68,7 +68,12 @@ class S3Storage:
         )
 
     async def save(self, key: str, data: bytes, content_type: str) -> None:
-        await _call(obstore.put_async(self.store, key, data, attributes={"Content-Type": content_type}))
+        try:
+            await _call(obstore.put_async(self.store, key, data, attributes={"Content-Type": content_type}))
+        except FileNotFoundError as exc:
+            # A write has no object to miss: "not found" here is the bucket (a store that came
+            # back empty, a bucket not created yet), which is the store's outage, not the job's.
+            raise StorageUnavailable(f"object store error: {_first_line(exc)}") from exc
 
     async def read(self, key: str, limit: int) -> bytes | None:
         try:
@@ -127,10 +132,12 @@ def _objects_base(endpoint: str, bucket: str, path_style: bool) -> str:
 
 
 async def _call(operation: Awaitable[T]) -> T:
-    """Run one store operation; every failure but "not found" means the store is unavailable."""
+    """Run one store operation; every failure but an absent object means the store is unavailable."""
     try:
         return await operation
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        if "NoSuchBucket" in str(exc):  # not an absent object: the whole bucket is missing
+            raise StorageUnavailable("object store error: NoSuchBucket (the bucket does not exist)") from exc
         raise
     except (BaseError, OSError) as exc:
         raise StorageUnavailable(f"object store error: {_first_line(exc)}") from exc

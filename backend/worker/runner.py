@@ -230,10 +230,7 @@ class Worker:
         async for output in provider.generate(spec):
             key = image_key(job.id, len(keys), output.content_type)
             keys.append(key)  # before the write, so a cancel mid-write still cleans it up
-            try:
-                await self.storage.save(key, output.data, output.content_type)
-            except StorageUnavailable as exc:
-                raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
+            await self._stored(job, lambda: self.storage.save(key, output.data, output.content_type))  # noqa: B023
             outputs.append(_described(key, output))
             animal = output.animal or animal
             # Progress for watchers; the last output lands with the (batched) completion instead.
@@ -268,16 +265,37 @@ class Worker:
         """The input pictures' bytes, read from storage (they were validated when the job was created)."""
         inputs = []
         for upload_id in job.input_images or []:
+            key = upload_key(upload_id)
             try:
-                data = await self.storage.read(upload_key(upload_id), self.settings.max_upload_bytes)
-            except StorageUnavailable as exc:
-                raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
+                data = await self._stored(job, lambda: self.storage.read(key, self.settings.max_upload_bytes))  # noqa: B023
             except ObjectTooLarge as exc:
                 raise PermanentProviderError("input_invalid", f"input {upload_id} is too large") from exc
             if data is None:
                 raise PermanentProviderError("input_missing", f"input {upload_id} no longer exists")
             inputs.append(data)
         return tuple(inputs)
+
+    async def _stored(self, job: Job, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a storage operation, waiting out an outage of the store for STORAGE_WAIT_SECONDS.
+
+        An outage of the store is not the job's fault: it must not spend one of the job's
+        attempts, nor throw away an output the provider already made (and may have charged for).
+        The job keeps its slot and its lease (the heartbeat renews it) while it waits; a cancel
+        or a lost lease still stops it at once. A longer outage fails the attempt as transient.
+        """
+        deadline = time.monotonic() + self.settings.storage_wait_seconds
+        tries = 0
+        while True:
+            try:
+                return await operation()
+            except StorageUnavailable as exc:
+                tries += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
+                if tries == 1:
+                    log.warning("job %s waits for the object store: %s", job.id, exc, extra=_extra(job))
+                await asyncio.sleep(min(left, _backoff(tries, 0.2, 2.0)))
 
     async def _complete(self, completion: Completion) -> bool:
         """Queue a completion; True if it landed (we still held the lease)."""
