@@ -1,21 +1,30 @@
 """`python -m bench.soak`: endurance with faults across three replicas, bounded in time.
 
-For `--seconds` (SOAK_SECONDS, default 600) a constant-rate submitter posts jobs with a
-`webhookUrl` to three `python -m backend` replicas (S3 storage on a local moto server, short
-leases), SSE clients follow `GET /events` and reconnect with Last-Event-ID to any live replica,
-and a local receiver verifies every webhook's Standard Webhooks signature. Meanwhile a random
-replica is SIGKILLed (and restarted) every minute, PostgreSQL is restarted once and the object
-store is stopped and restarted once. After a bounded drain it prints and checks:
+Three `python -m backend` replicas (S3 storage on a local moto server, short leases, otherwise the
+product's defaults: MAX_ATTEMPTS, backoff, STORAGE_WAIT_SECONDS) take jobs with a `webhookUrl`;
+SSE clients follow `GET /events` and reconnect with Last-Event-ID to any live replica, and a
+local receiver verifies every webhook's Standard Webhooks signature.
+
+First a calibration measures the setup's capacity (closed-loop clients, the same job shape, about
+20 s), then the replicas start afresh and for `--seconds` (SOAK_SECONDS, default 600) a
+constant-rate submitter offers half of it (`--rate` overrides). Meanwhile a random replica is
+SIGKILLed (and restarted) every minute, PostgreSQL is restarted once and the object store is
+stopped and restarted once. After a bounded drain it prints, checks, and writes to
+bench/results/soak.json:
 
 - every job in the database is final exactly once (an audit trigger this script installs counts
   the transitions into completed/failed/canceled), and every accepted (202) job is there;
+- no job failed because of an outage (the provider never fails on its own), with the final
+  statuses, the failed jobs by error and by the fault they followed, and the attempts that went
+  back to the queue by cause;
 - no job ran twice at once: a claim that takes over another lease starts after that lease expired;
 - every terminal event of a job was delivered to the receiver at least once, signature verified;
 - no SSE client saw a gap: the ids it received, in order, equal the account's events in the DB;
 - each replica's RSS grew at most 10 % from 30 s after its start to its end.
 
 Exit status 1 if any check fails. The object store is moto, in memory: after its restart the
-earlier outputs are gone (the bucket is created again). The checks are about jobs, not files.
+earlier outputs are gone and the bucket is created again a moment after the store answers (the
+replicas' first writes find no bucket). The checks are about jobs, not files.
 """
 
 from __future__ import annotations
@@ -27,9 +36,9 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +71,14 @@ SSE_CLIENTS = 3
 LEASE_SECONDS = 3
 RSS_GROWTH_LIMIT = 0.10
 RSS_SETTLE = 30.0  # RSS growth is measured from this long after a replica's start
+S3_DOWN = 5.0  # how long the object store stays stopped (plus moto's restart)
 FINAL = ("completed", "failed", "canceled")
+TERMINAL_EVENTS = ("job.completed", "job.failed", "job.canceled")
+CALIBRATION_CLIENTS = 64  # closed-loop clients: more than enough to keep all 3 x 32 slots busy
+CALIBRATION_WARMUP = 5.0
+CALIBRATION_SECONDS = 15.0
+LOAD_FRACTION = 0.5  # the soak offers this share of the measured capacity
+RESULTS = ROOT / "bench" / "results" / "soak.json"
 
 AUDIT_SQL = """
 CREATE TABLE IF NOT EXISTS soak_audit (
@@ -74,14 +90,17 @@ CREATE TABLE IF NOT EXISTS soak_audit (
     new_token uuid,
     old_expires timestamptz,
     new_error text,
+    new_message text,
+    attempts integer,
     at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE OR REPLACE FUNCTION soak_audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status IS DISTINCT FROM OLD.status OR NEW.lease_token IS DISTINCT FROM OLD.lease_token THEN
-        INSERT INTO soak_audit (job_id, old_status, new_status, old_token, new_token, old_expires, new_error)
+        INSERT INTO soak_audit (job_id, old_status, new_status, old_token, new_token, old_expires, new_error,
+                                new_message, attempts)
         VALUES (NEW.id, OLD.status, NEW.status, OLD.lease_token, NEW.lease_token, OLD.lease_expires_at,
-                NEW.error_code);
+                NEW.error_code, NEW.error_message, NEW.attempts);
     END IF;
     RETURN NEW;
 END $$;
@@ -159,9 +178,9 @@ class Replica:
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
 
-    async def stop(self) -> None:
+    async def stop(self, how: str = "end of run") -> None:
         if self.alive and self.process is not None:
-            self.end_life("end of run")
+            self.end_life(how)
             self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), 20)
@@ -175,11 +194,69 @@ class Tally:
     accepted: set[str] = field(default_factory=set)
     refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     late: int = 0
+    submitted: int = 0  # by the constant-rate submitter (the calibration's are not counted)
+    calibration_accepted: int = 0
     hooks: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # event id -> deliveries
     bad_signatures: int = 0
     streams: list[list[int]] = field(default_factory=list)
     reconnects: int = 0
-    faults: list[str] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+
+@dataclass
+class Fault:
+    what: str  # "SIGKILL replica 2", "PostgreSQL restart", "object store stop"
+    start: float  # wall clock (time.time()), comparable with the database's timestamps
+    end: float  # when the faulted piece answered again
+
+
+class CpuMeter:
+    """CPU time of the replicas, PostgreSQL, the object store and this script since creation,
+    as shares of the whole machine (all cores), to see who used the cores a measurement had."""
+
+    def __init__(self, soak: Soak) -> None:
+        self.soak = soak
+        self.wall = time.monotonic()
+        self.start = self.sample()
+
+    def groups(self) -> dict[str, list[psutil.Process]]:
+        def tree(pid: int | None) -> list[psutil.Process]:
+            if pid is None:
+                return []
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                return [process, *process.children(recursive=True)]
+            return []
+
+        pg = self.soak.pg.process if self.soak.pg is not None else None
+        s3 = self.soak.s3.process if self.soak.s3 is not None else None
+        return {
+            "replicas": [p for r in self.soak.replicas if r.process is not None for p in tree(r.process.pid)],
+            "postgres": tree(pg.pid if pg is not None else None),
+            "object store": tree(s3.pid if s3 is not None else None),
+            "this script": [psutil.Process()],
+        }
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        out: dict[str, dict[int, float]] = {}
+        for group, processes in self.groups().items():
+            out[group] = {}
+            for process in processes:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    out[group][process.pid] = times.user + times.system
+        return out
+
+    def shares(self) -> dict[str, float]:
+        """Each group's share of all cores since creation (processes that came and went: in part)."""
+        end, wall = self.sample(), time.monotonic() - self.wall
+        cores = psutil.cpu_count() or 1
+        return {
+            group: round(
+                sum(t - self.start.get(group, {}).get(pid, 0.0) for pid, t in end[group].items()) / wall / cores, 3
+            )
+            for group in end
+        }
 
 
 class Soak:
@@ -194,6 +271,11 @@ class Soak:
         self.pg: EmbeddedPostgres | None = None
         self.s3: S3Server | None = None
         self.bucket = "soak"
+        self.t0 = time.time()  # the load's start, wall clock
+        self.rate = 0.0  # the soak's offered rate, jobs/s
+        self.waiters: dict[str, asyncio.Future[None]] = {}  # job id -> its terminal webhook (calibration)
+        self.calibrating = False
+        self.figures: dict[str, Any] = {}  # what bench/results/soak.json gets
 
     def live_urls(self) -> list[str]:
         return [r.url for r in self.replicas if r.alive] or [self.replicas[0].url]
@@ -210,15 +292,98 @@ class Soak:
             except Exception:
                 self.tally.bad_signatures += 1
                 return Response(status_code=400)
-            self.tally.hooks[int(json.loads(body)["id"])] += 1
+            event = json.loads(body)
+            self.tally.hooks[int(event["id"])] += 1
+            if self.calibrating and event["type"] in TERMINAL_EVENTS:
+                # The webhook may come before the client that submitted the job starts waiting.
+                waiter = self.waiters.setdefault(event["jobId"], asyncio.get_running_loop().create_future())
+                if not waiter.done():
+                    waiter.set_result(None)
             return Response(status_code=204)
 
         app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
         config = uvicorn.Config(app, host="127.0.0.1", port=self.hook_port, log_level="warning", lifespan="off")
         return uvicorn.Server(config)
 
+    @property
+    def job(self) -> dict[str, Any]:
+        """The one job shape of the calibration and the soak."""
+        return {"numImages": 1, "provider": "animals", "webhookUrl": f"http://127.0.0.1:{self.hook_port}/hook"}
+
+    async def calibrate(self, conn: asyncpg.Connection) -> float:
+        """The three replicas' capacity in jobs/s, measured closed-loop with the soak's job shape.
+
+        CALIBRATION_CLIENTS clients each submit a job and wait for its terminal webhook before the
+        next, so the queue stays shallow and full; the rate is the jobs completed (per the database)
+        in CALIBRATION_SECONDS after a warm-up. Webhooks and SSE clients are attached as in the
+        soak, and this process's own share of the two cores is printed beside it.
+        """
+        done = asyncio.Event()
+
+        async def client(index: int, http: httpx.AsyncClient) -> None:
+            urls = [r.url for r in self.replicas]
+            n = index
+            while not done.is_set():
+                n += CALIBRATION_CLIENTS
+                try:
+                    response = await http.post(f"{urls[n % len(urls)]}/generations", json=self.job)
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+                    continue
+                if response.status_code != 202:
+                    await asyncio.sleep(0.1)
+                    continue
+                job_id = response.json()["jobId"]
+                self.tally.accepted.add(job_id)
+                waiter = self.waiters.setdefault(job_id, asyncio.get_running_loop().create_future())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, 30)
+                self.waiters.pop(job_id, None)
+
+        log(
+            f"calibration: {CALIBRATION_CLIENTS} closed-loop clients, {CALIBRATION_WARMUP:.0f}s warm-up, "
+            f"{CALIBRATION_SECONDS:.0f}s measured"
+        )
+        self.calibrating = True
+        limits = httpx.Limits(max_connections=CALIBRATION_CLIENTS)
+        async with httpx.AsyncClient(timeout=10, limits=limits) as http:
+            tasks = [asyncio.create_task(client(i, http)) for i in range(CALIBRATION_CLIENTS)]
+            await asyncio.sleep(CALIBRATION_WARMUP)
+            cpu = CpuMeter(self)
+            began = await conn.fetchval("SELECT clock_timestamp()")
+            await asyncio.sleep(CALIBRATION_SECONDS)
+            ended = await conn.fetchval("SELECT clock_timestamp()")
+            shares = cpu.shares()
+            done.set()
+            await asyncio.wait(tasks, timeout=40)
+            for task in tasks:
+                task.cancel()
+        self.calibrating = False
+        self.waiters.clear()
+        self.tally.calibration_accepted = len(self.tally.accepted)
+        completed = await conn.fetchval(
+            "SELECT count(*) FROM generation_jobs "
+            "WHERE status = 'completed' AND completed_at >= $1 AND completed_at < $2",
+            began,
+            ended,
+        )
+        capacity: float = completed / (ended - began).total_seconds()
+        log(
+            f"calibration: {completed} jobs completed in {(ended - began).total_seconds():.1f}s = "
+            f"{capacity:.1f} jobs/s; CPU shares of the machine: {shares}"
+        )
+        self.figures["calibration"] = {
+            "clients": CALIBRATION_CLIENTS,
+            "warmup_seconds": CALIBRATION_WARMUP,
+            "seconds": (ended - began).total_seconds(),
+            "completed": completed,
+            "capacity_jobs_per_second": capacity,
+            "cpu_share_of_machine": shares,
+        }
+        return capacity
+
     async def submitter(self, rate: float) -> None:
-        body = {"numImages": 1, "provider": "animals", "webhookUrl": f"http://127.0.0.1:{self.hook_port}/hook"}
+        body = self.job
         start = time.monotonic()
         pending: set[asyncio.Task[None]] = set()
         async with httpx.AsyncClient(timeout=10) as client:
@@ -244,6 +409,7 @@ class Soak:
                     await asyncio.sleep(delay)
                 elif delay < -1:
                     self.tally.late += 1
+                self.tally.submitted += 1
                 task = asyncio.create_task(one(i))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
@@ -295,30 +461,34 @@ class Soak:
             delay = start + at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            began = time.time()
             if what == "kill":
                 victim = random.choice(self.replicas)
                 await victim.kill()
                 log(f"SIGKILL replica {victim.index}; restarting it")
                 await victim.start()
                 await victim.wait_ready(90)
-                self.tally.faults.append(f"SIGKILL replica {victim.index} at {at:.0f}s")
+                self.tally.faults.append(Fault(f"SIGKILL replica {victim.index}", began, time.time()))
             elif what == "postgres" and self.pg is not None:
                 log("restarting PostgreSQL")
-                down = time.monotonic()
+                port = self.pg.port
                 await asyncio.to_thread(self.pg.stop)
-                # Not start(): it moves to a free port while the old one has connections in
-                # TIME_WAIT, and the replicas must find the same server again; PostgreSQL itself
-                # binds with SO_REUSEADDR, so relaunching on the same port works.
-                await asyncio.to_thread(self.pg._launch, 60)
-                self.tally.faults.append(f"PostgreSQL restarted at {at:.0f}s ({time.monotonic() - down:.1f}s down)")
+                # start() keeps the port: it binds with SO_REUSEADDR as PostgreSQL does, so the
+                # stopped server's connections in TIME_WAIT do not make it look taken.
+                await asyncio.to_thread(self.pg.start, 60)
+                if self.pg.port != port:
+                    raise RuntimeError(f"PostgreSQL came back on port {self.pg.port}, not {port}")
+                self.tally.faults.append(Fault("PostgreSQL restart", began, time.time()))
             elif what == "s3" and self.s3 is not None:
-                log("stopping the object store for 5 s")
-                port = self.s3.port
+                log(f"stopping the object store for {S3_DOWN:.0f} s")
                 await asyncio.to_thread(self.s3.stop)
-                await asyncio.sleep(5)
-                self.s3 = await asyncio.to_thread(_start_s3, self.workdir, port)
+                await asyncio.sleep(S3_DOWN)
+                # On the same port, so the replicas' endpoint stays valid. moto keeps everything in
+                # memory: it comes back empty, and the replicas' first writes find no bucket.
+                await asyncio.to_thread(self.s3.start_again)
                 await asyncio.to_thread(self.s3.create_bucket, self.bucket)
-                self.tally.faults.append(f"object store stopped at {at:.0f}s for 5 s (objects lost: moto is in memory)")
+                self.tally.faults.append(Fault("object store stop", began, time.time()))
+            log(f"{self.tally.faults[-1].what}: back after {time.time() - began:.1f}s")
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -354,8 +524,6 @@ class Soak:
                 "PYTHONPATH": str(ROOT),
                 "IMAGE_PROVIDER_DELAY": "0.2",
                 "LEASE_SECONDS": str(LEASE_SECONDS),
-                "MAX_ATTEMPTS": "10",
-                "RETRY_MAX_DELAY": "5",
                 "WEBHOOK_ALLOW_PRIVATE": "true",
                 "WEBHOOK_SECRET": self.secret,
                 "WEBHOOK_RETRY_BASE_DELAY": "1",
@@ -374,9 +542,18 @@ class Soak:
                 await replica.start()
             for replica in self.replicas:
                 await replica.wait_ready()
-            seconds, rate = self.args.seconds, self.args.rate
-            log(f"soak: {seconds:.0f}s at {rate:g} jobs/s over {REPLICAS} replicas, {SSE_CLIENTS} SSE clients")
             clients = [asyncio.create_task(self.sse_client(i)) for i in range(SSE_CLIENTS)]
+            seconds, rate = self.args.seconds, self.args.rate
+            conn = await asyncpg.connect(url)
+            try:
+                if rate is None:
+                    rate = LOAD_FRACTION * await self.calibrate(conn)
+                    await self.settle(conn)
+            finally:
+                await conn.close()
+            self.rate = rate
+            log(f"soak: {seconds:.0f}s at {rate:.1f} jobs/s over {REPLICAS} replicas, {SSE_CLIENTS} SSE clients")
+            self.t0 = time.time()
             faults = asyncio.create_task(self.faults(seconds))
             submitter = asyncio.create_task(self.submitter(rate))
             await asyncio.sleep(seconds)
@@ -408,6 +585,21 @@ class Soak:
             if self.s3 is not None:
                 await asyncio.to_thread(self.s3.stop)
 
+    async def settle(self, conn: asyncpg.Connection) -> None:
+        """After the calibration: its last jobs finish, then the replicas start afresh, so each
+        replica life's RSS is measured under the soak's load only (not the calibration's peak)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not await conn.fetchval("SELECT count(*) FROM generation_jobs WHERE status IN ('pending','processing')"):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.gather(*(replica.stop("calibration") for replica in self.replicas))
+        for replica in self.replicas:
+            replica.lives.clear()
+            await replica.start()
+        for replica in self.replicas:
+            await replica.wait_ready()
+
     async def drain(self, conn: asyncpg.Connection, clients: list[asyncio.Task[None]]) -> bool:
         deadline = time.monotonic() + self.args.drain
         while time.monotonic() < deadline:
@@ -425,6 +617,41 @@ class Soak:
         for task in clients:
             task.cancel()
         return time.monotonic() < deadline
+
+    def after_fault(self, at: float) -> str:
+        """Which fault an event at wall time `at` followed, and how long after its start."""
+        before = [f for f in self.tally.faults if f.start <= at]
+        if not before:
+            return f"{at - self.t0:.0f}s, before any fault"
+        fault = before[-1]
+        down = fault.end - fault.start
+        return f"{fault.start - self.t0:.0f}s {fault.what} (down {down:.1f}s) +{at - fault.start:.1f}s"
+
+    async def failures(self, conn: asyncpg.Connection) -> list[str]:
+        """Failed jobs grouped by error code, message and the fault they followed."""
+        rows = await conn.fetch(
+            """
+            SELECT j.error_code, j.error_message, j.attempts, extract(epoch FROM j.completed_at)::float8 AS at,
+                   (SELECT string_agg(coalesce(a.new_error, '-'), ',' ORDER BY a.seq) FROM soak_audit a
+                    WHERE a.job_id = j.id AND a.old_status = 'processing' AND a.new_status <> 'processing') AS tries
+            FROM generation_jobs j WHERE j.status = 'failed' ORDER BY j.completed_at
+            """
+        )
+        groups: dict[tuple[str, str, str], list[asyncpg.Record]] = defaultdict(list)
+        for row in rows:
+            before = [f for f in self.tally.faults if f.start <= row["at"]]
+            fault = f"{before[-1].start - self.t0:.0f}s {before[-1].what}" if before else "no fault"
+            message = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<id>", row["error_message"] or "")[:140]
+            groups[(row["error_code"], message, fault)].append(row)
+        lines = []
+        for (code, message, _), members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            first, last = members[0], members[-1]
+            lines.append(
+                f"{len(members)} x {code}: {message!r}; first {self.after_fault(first['at'])}, "
+                f"last {self.after_fault(last['at'])}; attempts {sorted({m['attempts'] for m in members})}; "
+                f"e.g. outcomes per attempt {first['tries']}"
+            )
+        return lines
 
     async def report(self, conn: asyncpg.Connection, drained: bool) -> int:
         t = self.tally
@@ -452,6 +679,16 @@ class Soak:
                 f"{len(t.accepted)} accepted, {len(jobs)} in the DB ({dict(by_status)}); "
                 f"{len(missing)} accepted but absent, {len(not_final)} not final, "
                 f"{len(twice)} finalised more than once, {len(never)} final without a transition",
+            )
+        )
+        failed = await self.failures(conn)
+        checks.append(
+            (
+                "no job failed because of an outage",
+                not failed,
+                # The animals provider never fails on its own: a failed job here can only be the
+                # faults' doing (or a bug), and the user accepted it expecting a result.
+                f"{len(failed)} failed" + "".join(f"\n      {line}" for line in failed),
             )
         )
         # A claim only takes a pending job; a lease leaves a job through its holder (fenced by the
@@ -482,7 +719,7 @@ class Soak:
             for r in await conn.fetch(
                 "SELECT e.id FROM events e JOIN generation_jobs j ON j.id = e.job_id "
                 "WHERE e.type = ANY($1) AND j.webhook_url IS NOT NULL",
-                ["job.completed", "job.failed", "job.canceled"],
+                list(TERMINAL_EVENTS),
             )
         ]
         undelivered = [i for i in terminal if i not in t.hooks]
@@ -530,16 +767,72 @@ class Soak:
                 + (f"; worst {worst['growth']:+.1%}" if worst else ""),
             )
         )
+        retries = await conn.fetch(
+            "SELECT coalesce(new_error, '-') AS code, count(*) AS n FROM soak_audit "
+            "WHERE old_status = 'processing' AND new_status = 'pending' GROUP BY 1 ORDER BY 2 DESC"
+        )
+        requeued = {r["code"]: r["n"] for r in retries}
+        calibration = self.figures.get("calibration")
+        passed = all(ok for _, ok, _ in checks)
         print()
         print(
-            f"soak: {self.args.seconds:.0f}s at {self.args.rate:g} jobs/s, {REPLICAS} replicas, lease {LEASE_SECONDS}s"
+            f"soak: {self.args.seconds:.0f}s at {self.rate:.1f} jobs/s, {REPLICAS} replicas, lease {LEASE_SECONDS}s, "
+            f"{SSE_CLIENTS} SSE clients, webhooks on every job"
         )
-        print(f"submitted late (>1 s behind schedule): {t.late}; refused: {dict(t.refused)}")
+        if calibration:
+            print(
+                f"capacity: {calibration['capacity_jobs_per_second']:.1f} jobs/s measured "
+                f"({calibration['completed']} jobs completed in {calibration['seconds']:.1f}s by "
+                f"{calibration['clients']} closed-loop clients); the soak offered {LOAD_FRACTION:.0%} of it; "
+                "CPU shares of the machine then: "
+                + ", ".join(f"{k} {v:.0%}" for k, v in calibration["cpu_share_of_machine"].items())
+            )
+        else:
+            print("capacity: not measured (--rate given)")
+        print(
+            f"submitted {t.submitted}, accepted {len(t.accepted) - t.calibration_accepted} "
+            f"(+{t.calibration_accepted} in the calibration), refused {dict(t.refused)}, "
+            f"submitted >1 s late {t.late}"
+        )
+        print("final statuses: " + ", ".join(f"{s} {by_status.get(s, 0)}" for s in FINAL))
+        print(
+            "attempts that went back to the queue, by error code: "
+            + (", ".join(f"{code} {n}" for code, n in requeued.items()) or "none")
+        )
         for fault in t.faults:
-            print(f"fault: {fault}")
+            print(f"fault: {fault.what} at {fault.start - self.t0:.0f}s, back after {fault.end - fault.start:.1f}s")
         for name, ok, detail in checks:
             print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
-        return 0 if all(ok for _, ok, _ in checks) else 1
+        print(f"soak: {'PASS' if passed else 'FAIL'} ({sum(ok for _, ok, _ in checks)} of {len(checks)} checks)")
+        self.figures.update(
+            {
+                "command": " ".join(["python -m bench.soak", *sys.argv[1:]]),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": self.args.seconds,
+                "rate_jobs_per_second": self.rate,
+                "load_fraction": LOAD_FRACTION if calibration else None,
+                "replicas": REPLICAS,
+                "sse_clients": SSE_CLIENTS,
+                "lease_seconds": LEASE_SECONDS,
+                "submitted": t.submitted,
+                "accepted": len(t.accepted) - t.calibration_accepted,
+                "calibration_accepted": t.calibration_accepted,
+                "refused": dict(t.refused),
+                "late": t.late,
+                "statuses": {s: by_status.get(s, 0) for s in FINAL},
+                "requeued_by_error_code": requeued,
+                "faults": [
+                    {"what": f.what, "at_seconds": f.start - self.t0, "down_seconds": f.end - f.start} for f in t.faults
+                ],
+                "rss_lives": [life for r in self.replicas for life in r.lives],
+                "checks": [{"name": name, "pass": ok, "detail": detail} for name, ok, detail in checks],
+                "pass": passed,
+            }
+        )
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(self.figures, indent=2) + "\n")
+        print(f"figures in {RESULTS.relative_to(ROOT)}")
+        return 0 if passed else 1
 
 
 def _steps(every: float, seconds: float) -> list[float]:
@@ -550,31 +843,16 @@ def _steps(every: float, seconds: float) -> list[float]:
     return steps
 
 
-def _start_s3(workdir: Path, port: int) -> S3Server:
-    """moto again on the same port, so the replicas' S3 endpoint stays valid."""
-    log_path = workdir / f"moto-{port}.log"
-    with log_path.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-    server = S3Server(process, port, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{server.endpoint}/", timeout=1)
-            return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("moto did not restart")
-
-
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 600)))
-    parser.add_argument("--rate", type=float, default=float(os.environ.get("SOAK_RATE", 10)), help="jobs per second")
+    rate = os.environ.get("SOAK_RATE")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=float(rate) if rate else None,
+        help=f"jobs per second (default: {LOAD_FRACTION:.0%} of the capacity a calibration measures first)",
+    )
     parser.add_argument("--drain", type=float, default=120.0, help="at most this long for the drain after the load")
     return parser.parse_args()
 
