@@ -17,6 +17,10 @@ JOBS_IN_FLIGHT = Gauge("generation_worker_jobs_in_flight", "Jobs this process is
 SLOTS_IN_USE = Gauge(
     "generation_worker_slots_in_use", "Provider calls in flight here, of WORKER_CONCURRENCY (a full house stops claims)"
 )
+JOBS_WAITING_FOR_STORAGE = Gauge(
+    "generation_worker_jobs_waiting_for_storage",
+    "Jobs here whose output or input waits for the object store to come back (STORAGE_WAIT_SECONDS)",
+)
 CLAIM_BATCH = Histogram(
     "generation_worker_claim_batch_size",
     "Jobs one claim statement returned",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from backend.storage.s3 import S3Storage
 from tests.conftest import APPS, AppFactory, wait_for_status
 from tests.fakes import ScriptedProvider
 from tests.s3server import CREDENTIALS, S3Server, start_s3_server
+from tests.test_observability import samples, value
 from tests.test_ownership import make_account
 
 pytestmark = pytest.mark.usefixtures("engine")
@@ -120,10 +120,9 @@ async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
 ) -> None:
     """The store goes down under a running job: the job keeps its output and its only attempt,
     and completes once the store is back, even though the store comes back without its bucket."""
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+    for name, setting in CREDENTIALS.items():
+        monkeypatch.setenv(name, setting)
     store = start_s3_server(tmp_path)  # its own server: this test stops it
-    warnings = Warnings("backend.worker.runner")
     try:
         bucket = store.create_bucket()
         provider = ScriptedProvider()
@@ -140,13 +139,18 @@ async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
         store.stop()
         created = (await client.post("/generations", json={"numImages": 1})).json()
         # The output is made, and its write found the store down.
-        await until(lambda: any("waits for the object store" in m for m in warnings.messages), timeout=20)
+        await until(lambda: waiting(client), timeout=20)
 
         await asyncio.to_thread(store.start_again)
         # The store answers again, but without the bucket: the write is refused, and the job waits on.
         refused = f'"PUT /{bucket}/{created["jobId"]}/0.png HTTP/1.1" 404'
-        await until(lambda: refused in store.log.read_text(errors="replace"), timeout=20)
+
+        async def refused_logged() -> bool:
+            return refused in store.log.read_text(errors="replace")
+
+        await until(refused_logged, timeout=20)
         assert (await client.get(f"/generations/{created['jobId']}")).json()["status"] == "processing"
+        assert await waiting(client) == 1
         store.create_bucket(bucket)
 
         job = await wait_for_status(client, created["jobId"], {"completed"}, timeout=30)
@@ -155,31 +159,19 @@ async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
         image = await client.get(urlsplit(job["images"][0]["url"]).path)
         assert image.status_code == 302
         assert_png(httpx.get(image.headers["location"], timeout=10).content)
+        assert await waiting(client) == 0
     finally:
-        warnings.close()
         store.stop()
 
 
-class Warnings(logging.Handler):
-    """The warnings one logger emits while attached (the app replaces the root's handlers)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-        self.logger = logging.getLogger(name)
-        self.logger.addHandler(self)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-    def close(self) -> None:
-        self.logger.removeHandler(self)
-        super().close()
+async def waiting(client: httpx.AsyncClient) -> float:
+    """The jobs this app's worker holds while the object store is down (a gauge of /metrics)."""
+    return value(samples((await client.get("/metrics")).text), "generation_worker_jobs_waiting_for_storage")
 
 
-async def until(condition: Callable[[], bool], timeout: float) -> None:
+async def until(condition: Callable[[], Awaitable[object]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not await condition():
         assert time.monotonic() < deadline, f"not within {timeout}s"
         await asyncio.sleep(0.05)
 

@@ -34,6 +34,7 @@ from backend.metrics import (
     JOBS_IN_FLIGHT,
     JOBS_RECLAIMED,
     JOBS_RETRIED,
+    JOBS_WAITING_FOR_STORAGE,
     SLOTS_IN_USE,
 )
 from backend.providers import (
@@ -285,17 +286,22 @@ class Worker:
         """
         deadline = time.monotonic() + self.settings.storage_wait_seconds
         tries = 0
-        while True:
-            try:
-                return await operation()
-            except StorageUnavailable as exc:
-                tries += 1
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
-                if tries == 1:
-                    log.warning("job %s waits for the object store: %s", job.id, exc, extra=_extra(job))
-                await asyncio.sleep(min(left, _backoff(tries, 0.2, 2.0)))
+        try:
+            while True:
+                try:
+                    return await operation()
+                except StorageUnavailable as exc:
+                    tries += 1
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TransientProviderError(StorageUnavailable.code, str(exc)) from exc
+                    if tries == 1:
+                        JOBS_WAITING_FOR_STORAGE.inc()
+                        log.warning("job %s waits for the object store: %s", job.id, exc, extra=_extra(job))
+                    await asyncio.sleep(min(left, _backoff(tries, 0.2, 2.0)))
+        finally:
+            if tries:
+                JOBS_WAITING_FOR_STORAGE.dec()
 
     async def _complete(self, completion: Completion) -> bool:
         """Queue a completion; True if it landed (we still held the lease)."""
