@@ -120,6 +120,7 @@ class Replica:
     env: dict[str, str]
     workdir: Path
     process: asyncio.subprocess.Process | None = None
+    ready: bool = False  # answered /readyz since it started: the submitters send it work (as a balancer would)
     started: float = 0.0
     # (seconds since start, RSS MiB) of the current process
     samples: list[tuple[float, float]] = field(default_factory=list)
@@ -155,6 +156,7 @@ class Replica:
             while time.monotonic() < deadline:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{self.url}/readyz")).status_code == 200:
+                        self.ready = True
                         return
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"replica {self.index} not ready after {timeout:.0f}s")
@@ -173,12 +175,14 @@ class Replica:
         self.lives.append(life)
 
     async def kill(self) -> None:
+        self.ready = False
         if self.alive and self.process is not None:
             self.end_life("SIGKILL")
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
 
     async def stop(self, how: str = "end of run") -> None:
+        self.ready = False
         if self.alive and self.process is not None:
             self.end_life(how)
             self.process.send_signal(signal.SIGTERM)
@@ -278,7 +282,7 @@ class Soak:
         self.figures: dict[str, Any] = {}  # what bench/results/soak.json gets
 
     def live_urls(self) -> list[str]:
-        return [r.url for r in self.replicas if r.alive] or [self.replicas[0].url]
+        return [r.url for r in self.replicas if r.alive and r.ready] or [self.replicas[0].url]
 
     # --- the pieces -------------------------------------------------------------------------
 
@@ -772,6 +776,12 @@ class Soak:
             "WHERE old_status = 'processing' AND new_status = 'pending' GROUP BY 1 ORDER BY 2 DESC"
         )
         requeued = {r["code"]: r["n"] for r in retries}
+        # Waits for the object store happen inside an attempt, so the database does not see them:
+        # the replicas' logs do (one warning per job and wait).
+        store_waits = sum(
+            path.read_text(errors="replace").count("waits for the object store")
+            for path in self.workdir.glob("replica-*.log")
+        )
         calibration = self.figures.get("calibration")
         passed = all(ok for _, ok, _ in checks)
         print()
@@ -799,6 +809,7 @@ class Soak:
             "attempts that went back to the queue, by error code: "
             + (", ".join(f"{code} {n}" for code, n in requeued.items()) or "none")
         )
+        print(f"jobs that waited out the object store within their attempt (replica logs): {store_waits}")
         for fault in t.faults:
             print(f"fault: {fault.what} at {fault.start - self.t0:.0f}s, back after {fault.end - fault.start:.1f}s")
         for name, ok, detail in checks:
@@ -821,6 +832,7 @@ class Soak:
                 "late": t.late,
                 "statuses": {s: by_status.get(s, 0) for s in FINAL},
                 "requeued_by_error_code": requeued,
+                "store_waits_within_attempt": store_waits,
                 "faults": [
                     {"what": f.what, "at_seconds": f.start - self.t0, "down_seconds": f.end - f.start} for f in t.faults
                 ],
