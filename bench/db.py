@@ -105,7 +105,7 @@ _LIFE = """
             (2, 'job.completed', '{}'::jsonb)) AS life(k, type, patch)
 """
 # 65,536 event ids per transaction (backend/migrations/versions/0011_events_bulk.py), three per job.
-_HISTORY_CHUNK = 65_536 // 3
+_HISTORY_CHUNK = (1 << ID_SHIFT) // 3
 
 
 async def insert_history(conn: asyncpg.Connection, before: datetime) -> None:
