@@ -3,12 +3,12 @@
 Full is about size and long runs, bounded to about 45 minutes on the 2-core development VM.
 With 5 repetitions it came to an estimated 80 (each step's own work times its repetitions:
 accept 6.5, pickup 4, drain 13 of which Procrastinate's 50,000-job baseline 7, read 3, hot path
-10, growth 5.3 measured, memory 11.5, storage 4, accounts 9, push 8, remote jobs 3). So full
+10, growth 5.3 (measured), memory 11.5, storage 4, accounts 9, push 8, remote jobs 3). So full
 takes quick's 3 repetitions, each a 15 s run (not 4 s), and its sizes; the one size cut is
 Procrastinate's drain (20,000 jobs, against 3,000 in quick: an unjudged baseline, 12x
 behind ours), 3.5 minutes less. Per step with 3 repetitions (m = measured on 2026-11-23 with
 `--full --only <step>`, the rest estimated): accept 4, pickup 2.5, drain 6, read 2, hot path 7,
-growth 4 (m: 5.3 with 5 repetitions, 2.3 of them seeding), memory 7.7 (m: 3 x 100,000 jobs through
+growth 4.1 (m, 2.3 of them seeding), memory 7.7 (m: 3 x 100,000 jobs through
 HTTP), storage 2.5, accounts 5.5, push 3.8 (m), remote jobs 2: about 47 minutes, plus
 `.venv-bench` the first time. Every step stops by itself: each wait in it has a deadline.
 """
