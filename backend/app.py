@@ -42,7 +42,7 @@ from backend.db import (
 )
 from backend.errors import PROBLEM_JSON, FieldError, Problem, unavailable, validation_problem
 from backend.events import endpoints as events_endpoints
-from backend.events.hub import EVENTS_CHANNEL, EventHub
+from backend.events.hub import EventHub
 from backend.events.repository import EventRepository
 from backend.events.webhooks import Deliverer
 from backend.jobs import endpoints as jobs_endpoints
@@ -50,6 +50,7 @@ from backend.jobs.repository import JobRepository
 from backend.jobs.service import JobService
 from backend.logs import request_id_var
 from backend.metrics import HTTP_REQUESTS, watch_loop_lag
+from backend.notify import EVENTS_CHANNEL, Notifier
 from backend.openai_compat import endpoints as openai_endpoints
 from backend.openai_compat.errors import OpenAIErrorMiddleware
 from backend.providers import Provider, build_providers, close_providers
@@ -79,20 +80,24 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        pool = await create_pool(settings, settings.db_pool_size)
-        repo = JobRepository(engine, pool)
+        # Writers on these connections leave NOTIFY to the notifier, after their commit.
+        notifier = Notifier(settings.asyncpg_dsn)
+        engine = create_engine(settings, notifies=True)
+        pool = await create_pool(settings, settings.db_pool_size, notifies=True)
+        repo = JobRepository(engine, pool, notifier=notifier)
         secret = settings.signing_secret
         signer = UrlSigner(secret.get_secret_value().encode() if secret else await shared_secret(pool))
         storage = build_storage(settings, signer)
         if settings.auth_required:
             storage = SignedUrlStorage(storage, signer, settings.signed_url_ttl)
         # The worker has pools of its own, so a flood of requests cannot starve it of connections.
-        worker_engine = create_engine(settings, WORKER_POOL_SIZE) if settings.runs_worker else None
-        worker_pool = await create_pool(settings, WORKER_HOT_POOL_SIZE) if settings.runs_worker else None
+        worker_engine = create_engine(settings, WORKER_POOL_SIZE, notifies=True) if settings.runs_worker else None
+        worker_pool = await create_pool(settings, WORKER_HOT_POOL_SIZE, notifies=True) if settings.runs_worker else None
         worker = (
             Worker(
-                JobRepository(worker_engine, worker_pool, default_quota=settings.max_concurrent_jobs_per_key),
+                JobRepository(
+                    worker_engine, worker_pool, default_quota=settings.max_concurrent_jobs_per_key, notifier=notifier
+                ),
                 enabled,
                 storage,
                 settings,
@@ -115,7 +120,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         app.state.worker = worker
         app.state.head_revision = head_revision()
         # One LISTEN connection per process wakes every event stream it serves.
-        hub = app.state.events = EventHub(EventRepository(engine), settings.asyncpg_dsn)
+        hub = app.state.events = EventHub(EventRepository(engine), settings.asyncpg_dsn, notifier)
         lag_probe = asyncio.create_task(watch_loop_lag(), name="loop-lag")
         sweeper: asyncio.Task[None] | None = None
         # Webhooks go out from every process that runs jobs (replicas share the outbox).
@@ -127,6 +132,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
         # still listens, to wake the delivery loop.
         if settings.serves_api or deliverer is not None:
             hub.start()
+        notifier.start()
         if settings.serves_api:
             chat_results.start()
         if deliverer is not None:
@@ -148,6 +154,7 @@ def create_app(settings: Settings | None = None, providers: dict[str, Provider] 
             if deliverer is not None:
                 await deliverer.stop()
             await hub.stop()
+            await notifier.stop()
             lag_probe.cancel()
             await close_providers(enabled)
             await storage.close()

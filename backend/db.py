@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from backend.config import Settings
+from backend.notify import SESSION_SETTINGS
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -28,7 +29,8 @@ WORKER_POOL_SIZE = 3
 WORKER_HOT_POOL_SIZE = 3
 
 
-def create_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
+def create_engine(settings: Settings, pool_size: int | None = None, *, notifies: bool = False) -> AsyncEngine:
+    """`notifies`: this engine's writers send their wake-ups after commit (backend/notify.py)."""
     return create_async_engine(
         settings.sqlalchemy_url,
         # A fixed pool: overflow connections are opened and closed on every burst, and a new
@@ -39,11 +41,11 @@ def create_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngi
         # statement on a dead connection fails (503) and SQLAlchemy then recycles the whole pool.
         # A request should fail fast with 503 during an outage, not hang.
         pool_timeout=5,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args={"timeout": 5, "command_timeout": 30, "server_settings": _session(notifies)},
     )
 
 
-async def create_pool(settings: Settings, size: int) -> asyncpg.Pool:
+async def create_pool(settings: Settings, size: int, *, notifies: bool = False) -> asyncpg.Pool:
     """A plain asyncpg pool for the per-job statements (insert, get, claim, complete).
 
     Checking a connection out of SQLAlchemy's async pool and back costs ~0.2 ms of CPU and an
@@ -59,8 +61,13 @@ async def create_pool(settings: Settings, size: int) -> asyncpg.Pool:
         # asyncpg's default reset is a round trip on every release (UNLISTEN, RESET ALL…). The
         # hot statements are single autocommit statements that leave no session state to reset.
         reset=_no_reset,
+        server_settings=_session(notifies),
     )
     return await pool
+
+
+def _session(notifies: bool) -> dict[str, str]:
+    return dict(SESSION_SETTINGS) if notifies else {}
 
 
 async def close_pool(pool: asyncpg.Pool) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,11 +21,10 @@ import asyncpg
 from backend.db import database_down
 from backend.events.models import Event
 from backend.events.repository import EventRepository
+from backend.notify import DELIVERIES_CHANNEL, EVENTS_CHANNEL, Notifier
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "events"
-DELIVERIES_CHANNEL = "webhook_deliveries"
 FEED_PAGE = 500
 # A subscriber this far behind is cut off; it resumes with Last-Event-ID from the table.
 MAX_BACKLOG = 10_000
@@ -116,9 +116,10 @@ class Feed:
 class EventHub:
     """Created by the app lifespan; `subscribe` to an account's events, `on_channel` for wakes."""
 
-    def __init__(self, repo: EventRepository, dsn: str) -> None:
+    def __init__(self, repo: EventRepository, dsn: str, notifier: Notifier | None = None) -> None:
         self.repo = repo
         self.dsn = dsn
+        self.notifier = notifier
         self.feeds: dict[uuid.UUID, Feed] = {}
         self.listeners: dict[str, list[Callable[[str], None]]] = {EVENTS_CHANNEL: [], DELIVERIES_CHANNEL: []}
         self.listening = asyncio.Event()
@@ -126,6 +127,10 @@ class EventHub:
         self._closed = False
 
     def start(self) -> None:
+        if self.notifier is not None:
+            # Changes made by this process reach its own streams without the round trip.
+            for channel in self.listeners:
+                self.notifier.listen(channel, functools.partial(self._dispatch, channel))
         self._task = asyncio.create_task(self._listen_loop(), name="events-listen")
 
     async def stop(self) -> None:
@@ -166,7 +171,11 @@ class EventHub:
     def streams(self) -> int:
         return sum(len(feed.subscribers) for feed in self.feeds.values())
 
-    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: object, pid: int, channel: str, payload: str) -> None:
+        if self.notifier is None or not self.notifier.sent_by_us(pid):
+            self._dispatch(channel, payload)
+
+    def _dispatch(self, channel: str, payload: str) -> None:
         if channel == EVENTS_CHANNEL:
             with contextlib.suppress(ValueError):
                 feed = self.feeds.get(uuid.UUID(payload))

@@ -32,9 +32,10 @@ from backend.accounts import ANONYMOUS_ACCOUNT_ID
 from backend.config import Settings
 from backend.db import database_down
 from backend.events import guard
-from backend.events.hub import DELIVERIES_CHANNEL, EventHub, stop_tasks
+from backend.events.hub import EventHub, stop_tasks
 from backend.events.repository import Claimed, EventRepository
 from backend.events.service import event_json
+from backend.notify import DELIVERIES_CHANNEL
 from backend.storage import Storage
 
 log = logging.getLogger(__name__)

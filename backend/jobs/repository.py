@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,14 +32,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import Result
+from sqlalchemy.engine import Result, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import fetch_pooled, fetch_raw
 from backend.jobs.models import Job, JobStatus, jobs
-
-NEW_JOB_CHANNEL = "generation_jobs_new"
-CANCEL_CHANNEL = "generation_jobs_cancel"
+from backend.notify import CANCEL_CHANNEL, DELIVERIES_CHANNEL, EVENTS_CHANNEL, NEW_JOB_CHANNEL, Notifier
 
 _P = JobStatus.PROCESSING.value
 _LIVE = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
@@ -166,14 +165,18 @@ UPDATE generation_jobs j SET status = 'completed', outputs = d.outputs::jsonb,
     lease_token = NULL, lease_expires_at = NULL, completed_at = now(), updated_at = now()
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) AS d(id, token, outputs, animal)
 WHERE j.id = d.id AND j.lease_token = d.token AND j.status = 'processing'
-RETURNING j.id
+RETURNING j.id, j.account_id, j.webhook_url
 """
 # Progress: the whole list so far, so a retried or resumed attempt simply overwrites it.
 _OUTPUTS_SQL = """
 UPDATE generation_jobs SET outputs = $3::jsonb, updated_at = now()
 WHERE id = $1 AND lease_token = $2 AND status = 'processing'
-RETURNING id
+RETURNING id, account_id, webhook_url
 """
+
+
+# What a write returns so that `_changed` can wake the right listeners.
+_CHANGE = (jobs.c.id, jobs.c.account_id, jobs.c.webhook_url)
 
 
 def _fenced(job_id: uuid.UUID, token: uuid.UUID) -> tuple[ColumnElement[bool], ...]:
@@ -182,13 +185,41 @@ def _fenced(job_id: uuid.UUID, token: uuid.UUID) -> tuple[ColumnElement[bool], .
 
 class JobRepository:
     def __init__(
-        self, engine: AsyncEngine, pool: asyncpg.Pool | None = None, *, default_quota: int | None = None
+        self,
+        engine: AsyncEngine,
+        pool: asyncpg.Pool | None = None,
+        *,
+        default_quota: int | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         # Single statements need no explicit transaction; autocommit saves BEGIN and COMMIT.
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.pool = pool  # for the per-job statements; without it they borrow the engine's pool
         # Jobs processing at once per account without a quota of its own (None = no limit).
         self.default_quota = default_quota
+        # Set when the connections leave NOTIFY to us (create_engine/create_pool `notifies`).
+        self.notifier = notifier
+
+    def _changed(self, changes: Iterable[tuple[uuid.UUID, str | None]], *, new_work: bool = False) -> None:
+        """After a write committed: wake the event streams of the accounts whose jobs changed
+        (the trigger wrote their events), the webhook senders if one of those jobs has a webhook,
+        and the workers if it left work due. `changes` are (account_id, webhook_url) pairs."""
+        if self.notifier is None:
+            return
+        changes = list(changes)
+        for account_id in {account_id for account_id, _ in changes}:
+            self.notifier.notify(EVENTS_CHANNEL, str(account_id))
+        if any(webhook_url is not None for _, webhook_url in changes):
+            self.notifier.notify(DELIVERIES_CHANNEL)
+        if new_work:
+            self.notifier.notify(NEW_JOB_CHANNEL)
+
+    def _changed_one(self, row: Row[Any] | None, *, new_work: bool = False) -> bool:
+        """`_changed` for a fenced write of one job; True if it matched (the job was still ours)."""
+        if row is None:
+            return False
+        self._changed([(row.account_id, row.webhook_url)], new_work=new_work)
+        return True
 
     async def _run(self, stmt: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
         async with self.engine.connect() as connection:
@@ -212,6 +243,12 @@ class JobRepository:
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         """Insert a job; with an idempotency key, return the existing one instead (created=False)."""
+        job, created = await self._create(new)
+        if created:
+            self._changed([(job.account_id, job.webhook_url)], new_work=True)
+        return job, created
+
+    async def _create(self, new: NewJob) -> tuple[Job, bool]:
         params: dict[str, Any] = {
             "num_images": new.num_images,
             "prompt": new.prompt,
@@ -280,10 +317,12 @@ class JobRepository:
         fairly across accounts and within each account's quota."""
         for _ in range(_CLAIM_RACES):
             try:
-                return await self._fetch(_CLAIM_SQL, limit, lease_seconds, worker_id, providers, self.default_quota)
+                claimed = await self._fetch(_CLAIM_SQL, limit, lease_seconds, worker_id, providers, self.default_quota)
             except asyncpg.UniqueViolationError:
                 # Another replica took the quota slot this claim chose; the next try sees it taken.
                 continue
+            self._changed((job.account_id, job.webhook_url) for job in claimed)
+            return claimed
         return []
 
     async def renew(self, leases: dict[uuid.UUID, uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
@@ -313,11 +352,14 @@ class JobRepository:
             [json.dumps(c.outputs, separators=(",", ":")) for c in done],
             [c.animal for c in done],
         )
+        self._changed((row[1], row[2]) for row in rows)
         return {row[0] for row in rows}
 
     async def record_outputs(self, job_id: uuid.UUID, token: uuid.UUID, outputs: list[dict[str, Any]]) -> bool:
         """Publish the outputs stored so far of a running job (fenced); False if the job is no longer ours."""
-        return bool(await self._fetch_raw(_OUTPUTS_SQL, job_id, token, json.dumps(outputs, separators=(",", ":"))))
+        rows = await self._fetch_raw(_OUTPUTS_SQL, job_id, token, json.dumps(outputs, separators=(",", ":")))
+        self._changed((row[1], row[2]) for row in rows)
+        return bool(rows)
 
     async def record_provider_job(self, job_id: uuid.UUID, token: uuid.UUID, provider_job_id: str | None) -> bool:
         """Commit the remote job's id (or forget it) on a running job we still hold."""
@@ -344,9 +386,9 @@ class JobRepository:
                 completed_at=func.now(),
                 updated_at=func.now(),
             )
-            .returning(jobs.c.id)
+            .returning(*_CHANGE)
         )
-        return (await self._run(stmt)).first() is not None
+        return self._changed_one((await self._run(stmt)).first())
 
     async def retry_later(self, job_id: uuid.UUID, token: uuid.UUID, delay: float, code: str, message: str) -> bool:
         """Put a job that failed transiently back in the queue, due after `delay` seconds."""
@@ -363,26 +405,28 @@ class JobRepository:
                 lease_expires_at=None,
                 updated_at=func.now(),
             )
-            .returning(jobs.c.id)
+            .returning(*_CHANGE)
         )
-        return (await self._run(stmt)).first() is not None
+        return self._changed_one((await self._run(stmt)).first())
 
     async def release(self, job_id: uuid.UUID, token: uuid.UUID) -> bool:
         """Hand an interrupted job back to the queue (the attempt does not count) and wake a worker."""
-        stmt = text(
-            """
-            WITH released AS (
-                UPDATE generation_jobs SET status = 'pending', attempts = greatest(attempts - 1, 0), outputs = NULL,
-                    run_after = now(), lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-                    updated_at = now()
-                WHERE id = :id AND lease_token = :token AND status = 'processing'
-                RETURNING id
+        stmt = (
+            update(jobs)
+            .where(*_fenced(job_id, token))
+            .values(
+                status=JobStatus.PENDING.value,
+                attempts=func.greatest(jobs.c.attempts - 1, 0),
+                outputs=None,
+                run_after=func.now(),
+                lease_token=None,
+                lease_expires_at=None,
+                worker_id=None,
+                updated_at=func.now(),
             )
-            SELECT pg_notify(:channel, '') FROM released
-            """
+            .returning(*_CHANGE)
         )
-        params = {"id": job_id, "token": token, "channel": NEW_JOB_CHANNEL}
-        return (await self._run(stmt, params)).first() is not None
+        return self._changed_one((await self._run(stmt)).first(), new_work=True)
 
     async def cancel(self, job_id: uuid.UUID, account_id: uuid.UUID) -> Job | None:
         """Cancel a live job and tell its worker, in one statement; None if not live."""
@@ -403,7 +447,11 @@ class JobRepository:
         # The worker running it (if any) stops the provider call on this notification.
         notify = func.pg_notify(CANCEL_CHANNEL, cast(canceled.c.id, Text))
         row = (await self._run(select(canceled, notify.label("notified")))).first()
-        return Job.from_row(row) if row is not None else None
+        if row is None:
+            return None
+        job = Job.from_row(row)
+        self._changed([(job.account_id, job.webhook_url)])
+        return job
 
     async def delete(self, job_id: uuid.UUID, account_id: uuid.UUID) -> bool:
         """Remove a finished job of this account; False if there is none (or it is still live)."""
@@ -422,23 +470,22 @@ class JobRepository:
                 SELECT id FROM generation_jobs
                 WHERE status = 'processing' AND lease_expires_at < now()
                 ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED
-            ), reaped AS (
-                UPDATE generation_jobs j SET
-                    status = CASE WHEN j.attempts >= :max THEN 'failed' ELSE 'pending' END,
-                    error_code = 'worker_lost',
-                    error_message = 'the worker running this job stopped responding',
-                    completed_at = CASE WHEN j.attempts >= :max THEN now() END,
-                    run_after = now(), outputs = NULL, lease_token = NULL, lease_expires_at = NULL,
-                    updated_at = now()
-                FROM expired WHERE j.id = expired.id
-                RETURNING j.status
             )
-            SELECT (SELECT count(*) FROM reaped) AS reaped,
-                   (SELECT pg_notify(:channel, '') FROM reaped WHERE status = 'pending' LIMIT 1) AS notified
+            UPDATE generation_jobs j SET
+                status = CASE WHEN j.attempts >= :max THEN 'failed' ELSE 'pending' END,
+                error_code = 'worker_lost',
+                error_message = 'the worker running this job stopped responding',
+                completed_at = CASE WHEN j.attempts >= :max THEN now() END,
+                run_after = now(), outputs = NULL, lease_token = NULL, lease_expires_at = NULL,
+                updated_at = now()
+            FROM expired WHERE j.id = expired.id
+            RETURNING j.id, j.account_id, j.webhook_url, j.status
             """
         )
-        row = (await self._run(stmt, {"max": max_attempts, "channel": NEW_JOB_CHANNEL})).one()
-        return int(row.reaped)
+        rows = (await self._run(stmt, {"max": max_attempts})).all()
+        pending = any(row.status == JobStatus.PENDING.value for row in rows)
+        self._changed(((row.account_id, row.webhook_url) for row in rows), new_work=pending)
+        return len(rows)
 
     async def prune(self, older_than_seconds: float, batch: int = 1000) -> list[uuid.UUID]:
         """Delete up to `batch` jobs finished longer ago than the retention; return their ids."""

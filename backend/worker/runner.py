@@ -24,7 +24,7 @@ import asyncpg
 from backend.config import Settings
 from backend.db import database_down
 from backend.jobs.models import Job
-from backend.jobs.repository import CANCEL_CHANNEL, NEW_JOB_CHANNEL, Completion, JobRepository
+from backend.jobs.repository import Completion, JobRepository
 from backend.metrics import (
     CLAIM_BATCH,
     CLAIM_LATENCY,
@@ -37,6 +37,7 @@ from backend.metrics import (
     JOBS_WAITING_FOR_STORAGE,
     SLOTS_IN_USE,
 )
+from backend.notify import CANCEL_CHANNEL, NEW_JOB_CHANNEL
 from backend.providers import (
     GeneratedOutput,
     GenerationSpec,
@@ -93,6 +94,9 @@ class Worker:
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     def start(self) -> None:
+        if self.repo.notifier is not None:
+            # Jobs created in this process wake its worker directly (ROLE=all).
+            self.repo.notifier.listen(NEW_JOB_CHANNEL, lambda _: self._wake.set())
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="worker-claim"),
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
@@ -439,7 +443,9 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 2)
 
-    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: object, pid: int, channel: str, payload: str) -> None:
+        if self.repo.notifier is not None and self.repo.notifier.sent_by_us(pid):
+            return
         if channel == CANCEL_CHANNEL:
             with contextlib.suppress(ValueError):
                 self._interrupt(uuid.UUID(payload), CANCELED)
