@@ -183,8 +183,10 @@ async def fetch_pooled(pool: asyncpg.Pool, sql: str, *args: object) -> list[asyn
     discards a closed connection on release; one left in an unknown state is terminated.
     """
     try:
-        raw = await pool.acquire(timeout=5)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # asyncio.timeout, not acquire(timeout=): on Python 3.11 that is wait_for, a task per call.
+        async with asyncio.timeout(5):
+            raw = await pool.acquire()
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(f"no database connection: {exc}") from exc
     try:
         records: list[asyncpg.Record] = await raw.fetch(sql, *args)

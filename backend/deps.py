@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -61,4 +62,16 @@ JobRateLimited = Depends(rate_limit_jobs)
 
 def base_url(request: Request) -> str:
     configured: str | None = request.app.state.settings.public_base_url
-    return (configured or str(request.base_url)).rstrip("/")
+    if configured:
+        return configured.rstrip("/")
+    scope = request.scope
+    server = tuple(scope["server"]) if scope.get("server") else None
+    return _base_url(scope["scheme"], server, scope.get("root_path", ""), request.headers.get("host"))
+
+
+@functools.lru_cache(maxsize=64)
+def _base_url(scheme: str, server: tuple[str, int] | None, root_path: str, host: str | None) -> str:
+    """Starlette's `request.base_url` for these parts, built once per distinct value."""
+    headers = [(b"host", host.encode("latin-1"))] if host is not None else []
+    scope = {"type": "http", "scheme": scheme, "server": server, "root_path": root_path, "path": "/"}
+    return str(Request(scope | {"headers": headers}).base_url).rstrip("/")

@@ -28,10 +28,12 @@ router = APIRouter(responses=PROBLEM_RESPONSES)
 
 
 def job_out(job: Job, storage: Storage, base: str) -> JobOut:
+    """The job as the API shows it. Built with `model_construct`: the values come typed from our
+    own row, and validating them again cost a tenth of a GET's CPU."""
     finished = job.status in FINISHED
     outputs = (
         [
-            OutputOut(
+            OutputOut.model_construct(
                 url=storage.url(output["key"], base),
                 content_type=output["contentType"],
                 width=output.get("width"),
@@ -44,7 +46,7 @@ def job_out(job: Job, storage: Storage, base: str) -> JobOut:
         if job.outputs is not None
         else None
     )
-    return JobOut(
+    return JobOut.model_construct(
         job_id=job.id,
         status=JobStatus(job.status),
         kind=job.kind,
@@ -62,7 +64,9 @@ def job_out(job: Job, storage: Storage, base: str) -> JobOut:
         provider_job_id=job.provider_job_id,
         input_images=job.input_images or [],
         # A transient error stays visible while the job waits for its retry.
-        error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+        error=(
+            JobError.model_construct(code=job.error_code, message=job.error_message or "") if job.error_code else None
+        ),
         attempts=job.attempts,
         next_attempt_at=job.run_after if job.status == JobStatus.PENDING and job.attempts > 0 else None,
         created_at=job.created_at,
@@ -92,7 +96,6 @@ async def create_generation(
     body: GenerationCreate,
     request: Request,
     service: Service,
-    storage: ImageStorage,
     account: CurrentAccount,
     idempotency_key: Annotated[
         str | None,
@@ -109,14 +112,13 @@ async def create_generation(
     headers = {"Location": f"/generations/{job.id}", "Retry-After": str(service.retry_after(job))}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return json_response(job_out(job, storage, base_url(request)), 202, headers)
+    return json_response(job_out(job, service.storage, base_url(request)), 202, headers)
 
 
 @router.get("/generations/{job_id}", response_model=JobOut, tags=["generations"])
-async def get_generation(
-    job_id: str, request: Request, service: Service, storage: ImageStorage, account: CurrentAccount
-) -> Response:
-    return json_response(job_out(await service.get(account, job_id), storage, base_url(request)))
+async def get_generation(job_id: str, request: Request, service: Service, account: CurrentAccount) -> Response:
+    # The hot routes take storage from the service: each FastAPI dependency costs per request.
+    return json_response(job_out(await service.get(account, job_id), service.storage, base_url(request)))
 
 
 @router.get("/generations", response_model=list[JobOut], tags=["generations"])
