@@ -64,11 +64,18 @@ class ServiceProcess:
 
 @contextlib.asynccontextmanager
 async def services(
-    database_url: str, count: int, workdir: Path, *, code: Path = ROOT, **settings: str
+    database_url: str,
+    count: int,
+    workdir: Path,
+    *,
+    code: Path = ROOT,
+    module: str = "backend",
+    **settings: str,
 ) -> AsyncIterator[list[ServiceProcess]]:
     """Start `count` service processes with these settings (env names); stop them on exit.
 
-    `code` is the checkout whose `backend` runs (another one measures a before/after pair)."""
+    `code` is the checkout whose `backend` runs (another one measures a before/after pair);
+    `module` another server to run the same way (a baseline)."""
     workdir.mkdir(parents=True, exist_ok=True)
     started: list[ServiceProcess] = []
     try:
@@ -91,7 +98,7 @@ async def services(
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "backend",
+                    module,
                     cwd=workdir,
                     env=env,
                     stdout=out,

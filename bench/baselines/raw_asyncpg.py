@@ -24,7 +24,9 @@ SELECT = "SELECT * FROM generation_jobs WHERE id = $1"
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     ids = Path(args.ids).read_text().split() if args.ids else []
-    pool = await asyncpg.create_pool(args.dsn, min_size=args.pool, max_size=args.pool)
+    # The service's session setting (backend/notify.py): its triggers leave NOTIFY to after commit.
+    settings = {"generation_jobs.notify": "after_commit"}
+    pool = await asyncpg.create_pool(args.dsn, min_size=args.pool, max_size=args.pool, server_settings=settings)
     latencies: list[float] = []
     warm_until = time.monotonic() + args.warmup
     stop_at = warm_until + args.duration

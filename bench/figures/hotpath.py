@@ -69,6 +69,13 @@ async def run(ctx: Context) -> list[Figure]:
     for _ in range(p.repetitions):
         args = ("--dsn", ctx.database_url, "--mode", "insert", "--concurrency", "32", "--duration", str(seconds))
         raw.append((await run_json("bench.baselines.raw_asyncpg", *args, timeout=seconds + 60))["rate"])
+
+    # The same statements behind a bare Starlette app: the most any Python front end gets here.
+    bare: dict[str, list[float]] = {"healthz": [], "post": [], "get": []}
+    async with services(ctx.database_url, 1, folder / "bare", module="bench.baselines.bare_asgi") as (server, *_):
+        for _ in range(p.repetitions):
+            for mode, rates in bare.items():
+                rates.append((await http_load([server.url], mode, seconds, ids=ids if mode == "get" else None))["rate"])
     await db.reset(ctx.conn)
 
     return [
@@ -82,6 +89,10 @@ async def run(ctx: Context) -> list[Figure]:
             baseline_label="asyncpg INSERT, 32 tasks",
         ),
         _ratio("hot_read", "5. read GET by id (ROLE=api)", reads, healthz, "/healthz", READ_TARGET),
+        _against("hot_bare_post", "5. bare ASGI: INSERT vs its /healthz", bare["post"], bare["healthz"], "/healthz"),
+        _against("hot_bare_get", "5. bare ASGI: SELECT vs its /healthz", bare["get"], bare["healthz"], "/healthz"),
+        _against("hot_accept_vs_bare", "5. accept POST vs bare ASGI", accept, bare["post"], "bare ASGI INSERT"),
+        _against("hot_read_vs_bare", "5. read GET vs bare ASGI", reads, bare["get"], "bare ASGI SELECT"),
         *_pickup("hot_single", "5. pickup, ROLE=all at 50%", single, single_rate, p50=None, p99=50.0),
         *_pickup("hot_split", "5. pickup, api+worker at 80%", split, split_rate, p50=5.0, p99=25.0),
     ]
@@ -99,6 +110,13 @@ def _ratio(key: str, label: str, ours: list[float], theirs: list[float], name: s
         target=f">= {target:g}x {name}",
         passed=value.median >= target * baseline.median,
         note="32 keep-alive clients, interleaved with /healthz run by run" if key == "hot_accept" else "",
+    )
+
+
+def _against(key: str, label: str, ours: list[float], theirs: list[float], name: str) -> Figure:
+    """A ratio without a target: where the service stands against bench/baselines/bare_asgi.py."""
+    return Figure(
+        key=key, label=label, unit="req/s", value=Stat.of(ours), baseline=Stat.of(theirs), baseline_label=name
     )
 
 
