@@ -60,6 +60,13 @@ RateLimited = Depends(rate_limit)
 JobRateLimited = Depends(rate_limit_jobs)
 
 
+def hot_deps(request: Request) -> tuple[JobService, Account]:
+    """`Service` and `CurrentAccount` without FastAPI's dependency machinery, for the hottest routes."""
+    service: JobService = request.app.state.service
+    account: Account = getattr(request.state, "account", ANONYMOUS)
+    return service, account
+
+
 def base_url(request: Request) -> str:
     configured: str | None = request.app.state.settings.public_base_url
     if configured:

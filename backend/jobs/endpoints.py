@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from backend.deps import CurrentAccount, ImageStorage, JobRateLimited, Service, base_url
+from backend.deps import CurrentAccount, ImageStorage, JobRateLimited, Service, base_url, hot_deps
 from backend.errors import PROBLEM_JSON
 from backend.jobs.models import FINISHED, Job, JobStatus
 from backend.jobs.schemas import GenerationCreate, JobError, JobOut, OutputOut
@@ -24,6 +24,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+Kind = Literal["image", "video"]  # what the kind column holds (a CHECK in the table)
 router = APIRouter(responses=PROBLEM_RESPONSES)
 
 
@@ -49,7 +50,7 @@ def job_out(job: Job, storage: Storage, base: str) -> JobOut:
     return JobOut.model_construct(
         job_id=job.id,
         status=JobStatus(job.status),
-        kind=job.kind,
+        kind=cast("Kind", job.kind),
         num_images=job.num_images,
         prompt=job.prompt,
         provider=job.provider,
@@ -116,8 +117,10 @@ async def create_generation(
 
 
 @router.get("/generations/{job_id}", response_model=JobOut, tags=["generations"])
-async def get_generation(job_id: str, request: Request, service: Service, account: CurrentAccount) -> Response:
-    # The hot routes take storage from the service: each FastAPI dependency costs per request.
+async def get_generation(job_id: str, request: Request) -> Response:
+    # The hottest read resolves its service and account itself: each FastAPI dependency costs
+    # about 4 % of this route's CPU (measured), and these two are attribute lookups.
+    service, account = hot_deps(request)
     return json_response(job_out(await service.get(account, job_id), service.storage, base_url(request)))
 
 
