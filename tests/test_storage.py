@@ -46,13 +46,13 @@ async def test_s3_outputs_are_served_by_a_redirect_signed_for_the_public_host(
     assert len(job["imageUrls"]) == 2
     for index, url in enumerate(job["imageUrls"]):
         # A stable app URL, so the job's representation never holds an expired link.
-        assert url == f"http://testserver/images/{job['jobId']}/{index}.png"
+        assert url == f"http://testserver/images/{job['jobId']}/1-{index}.png"  # attempt 1's files
         response = await client.get(url)
         assert response.status_code == 302
         location = response.headers["location"]
         parts = urlsplit(location)
         assert f"{parts.scheme}://{parts.netloc}" == s3_server.public_endpoint  # not the internal host
-        assert parts.path == f"/{s3_settings['s3_bucket']}/{job['jobId']}/{index}.png"
+        assert parts.path == f"/{s3_settings['s3_bucket']}/{job['jobId']}/1-{index}.png"
         assert "X-Amz-Signature=" in location and "X-Amz-Expires=120" in location
         assert "max-age=60" in response.headers["cache-control"]
         fetched = httpx.get(location, timeout=10)
@@ -143,7 +143,7 @@ async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
 
         await asyncio.to_thread(store.start_again)
         # The store answers again, but without the bucket: the write is refused, and the job waits on.
-        put = f"PUT /{bucket}/{created['jobId']}/0.png HTTP/1.1"
+        put = f"PUT /{bucket}/{created['jobId']}/1-0.png HTTP/1.1"
 
         async def refused_logged() -> bool:  # moto's request log (colours around the request line)
             return any(put in line and '" 404 ' in line for line in store.log.read_text(errors="replace").splitlines())

@@ -215,26 +215,35 @@ async def test_cancel_unknown_job_is_404(client: httpx.AsyncClient) -> None:
     assert (await client.post("/generations/bogus/cancel")).status_code == 404
 
 
-async def test_worker_that_lost_its_lease_cannot_overwrite(
+async def test_worker_that_lost_its_lease_cannot_overwrite_nor_delete_the_new_attempts_files(
     make_client: AppFactory, engine: AsyncEngine, tmp_path: Path
 ) -> None:
     slow = ScriptedProvider(delay=0.4)
     client = await make_client({"scripted": slow}, default_provider="scripted", lease_seconds=1.5)
     job = (await client.post("/generations", json={"numImages": 10})).json()
-    await asyncio.wait_for(slow.started.wait(), 10)
+    folder = tmp_path / "data" / "images" / job["jobId"]
+    deadline = time.monotonic() + 10
+    while not (folder / "1-0.png").exists():  # our attempt has written a file
+        assert time.monotonic() < deadline, "the first output should be stored"
+        await asyncio.sleep(0.05)
 
     # Another worker takes the job over (as if our lease had expired).
     async with engine.begin() as connection:
         await connection.execute(
-            text("UPDATE generation_jobs SET lease_token = gen_random_uuid(), worker_id = 'other' WHERE id = :id"),
+            text(
+                "UPDATE generation_jobs SET lease_token = gen_random_uuid(), worker_id = 'other', attempts = 2"
+                " WHERE id = :id"
+            ),
             {"id": job["jobId"]},
         )
+    # ...and has stored its first output already, beside ours.
+    await APPS[client].state.storage.save(f"{job['jobId']}/2-0.png", b"theirs", "image/png")
 
-    folder = tmp_path / "data" / "images" / job["jobId"]
     deadline = time.monotonic() + 5
-    while folder.exists() or (await client.get(f"/generations/{job['jobId']}")).json()["status"] != "processing":
-        assert time.monotonic() < deadline, "the worker should stop and clean up after losing its lease"
+    while {p.name for p in folder.iterdir()} != {"2-0.png"}:
+        assert time.monotonic() < deadline, "the worker should stop and remove its own files after losing its lease"
         await asyncio.sleep(0.05)
+    assert (folder / "2-0.png").read_bytes() == b"theirs"
     async with engine.connect() as connection:
         row = (
             await connection.execute(

@@ -15,12 +15,17 @@ if TYPE_CHECKING:
     from backend.signing import UrlSigner
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "video/mp4": "mp4"}
-# Output keys are "<job uuid>/<index>.<ext>": nothing a client sends can name another path.
-KEY_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/\d{1,4}\.(png|jpg|webp|mp4)$")
+# Output keys are "<job uuid>/<attempt>-<index>.<ext>" ("<job uuid>/<index>.<ext>" before
+# attempts had their own): nothing a client sends can name another path.
+KEY_PATTERN = re.compile(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/(\d{1,6}-)?\d{1,4}\.(png|jpg|webp|mp4)$"
+)
 
 
-def image_key(job_id: uuid.UUID, index: int, content_type: str) -> str:
-    return f"{job_id}/{index}.{EXTENSIONS.get(content_type, 'png')}"
+def image_key(job_id: uuid.UUID, attempt: int, index: int, content_type: str) -> str:
+    """Each attempt writes its own files: a worker that lost its lease and cleans up after
+    itself cannot touch what the attempt that took the job over wrote."""
+    return f"{job_id}/{attempt}-{index}.{EXTENSIONS.get(content_type, 'png')}"
 
 
 def job_prefix(job_id: uuid.UUID) -> str:

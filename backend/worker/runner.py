@@ -233,7 +233,7 @@ class Worker:
         animal: str | None = None
         spec = self._spec(running, await self._inputs(job))
         async for output in provider.generate(spec):
-            key = image_key(job.id, len(keys), output.content_type)
+            key = image_key(job.id, job.attempts, len(keys), output.content_type)
             keys.append(key)  # before the write, so a cancel mid-write still cleans it up
             await self._stored(job, lambda: self.storage.save(key, output.data, output.content_type))  # noqa: B023
             outputs.append(_described(key, output))
@@ -351,8 +351,13 @@ class Worker:
             log.warning("job %s failed: %s: %s", job.id, error.code, message, extra=extra)
 
     async def _discard(self, job: Job, keys: list[str]) -> None:
-        if keys:
-            await self._delete_objects(job.id)
+        """Remove the files this attempt wrote (only those: another attempt may own the job now)."""
+        if not keys:
+            return
+        try:
+            await self.storage.delete(keys)
+        except StorageUnavailable as exc:
+            log.warning("could not delete the files of job %s: %s", job.id, exc, extra=_extra(job))
 
     async def _delete_objects(self, job_id: uuid.UUID) -> bool:
         """Remove a job's files; an unreachable store leaves them (orphans cost space, not correctness)."""
