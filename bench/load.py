@@ -24,6 +24,7 @@ async def http_load(
     record: Path | None = None,
     concurrency: int = 32,
     bearer: str | None = None,
+    webhook: str | None = None,
 ) -> dict[str, Any]:
     """32 keep-alive clients (by default) for `seconds` after a 1 s warm-up, or for `total` requests."""
     args = ["--mode", mode, "--concurrency", str(concurrency)]
@@ -36,6 +37,8 @@ async def http_load(
         args += ["--record", str(record)]
     if bearer is not None:
         args += ["--bearer", bearer]
+    if webhook is not None:
+        args += ["--webhook", webhook]
     # A --total run stops itself after loadgen's --max-seconds (600 s): wait that long, and then some.
     return await run_json("bench.loadgen", *args, timeout=(seconds or 600) + 120)
 

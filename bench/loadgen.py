@@ -38,6 +38,8 @@ def _cpu_seconds() -> float:
 async def main(args: argparse.Namespace) -> dict[str, object]:
     urls: list[str] = args.url
     ids = Path(args.ids).read_text().split() if args.ids else []
+    if args.webhook:
+        POST_BODY["webhookUrl"] = args.webhook  # this process makes one run
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     records: list[tuple[str, float]] = []
@@ -168,6 +170,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--ids", help="file of job ids for --mode get")
     parser.add_argument("--record", help="write accepted job ids and their 202 times here")
     parser.add_argument("--bearer", help="API key sent as Authorization: Bearer")
+    parser.add_argument("--webhook", help="every POSTed job asks for its webhooks at this URL")
     args = parser.parse_args()
     if args.total:
         args.warmup = 0.0

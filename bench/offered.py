@@ -20,10 +20,19 @@ BACKLOG_GRACE = 1.0
 
 
 async def offered_load(
-    conn: asyncpg.Connection, urls: list[str], rate: float, seconds: float, *, connections: int = 64
+    conn: asyncpg.Connection,
+    urls: list[str],
+    rate: float,
+    seconds: float,
+    *,
+    connections: int = 64,
+    bearer: str | None = None,
+    webhook: str | None = None,
 ) -> dict[str, Any]:
     """POST at `rate` per second for `seconds`; the pickup of every job created meanwhile."""
     args = ["--mode", "post", "--rate", f"{rate:.1f}", "--duration", str(seconds), "--concurrency", str(connections)]
+    args += ["--bearer", bearer] if bearer else []
+    args += ["--webhook", webhook] if webhook else []
     for url in urls:
         args += ["--url", url]
     window_start = await conn.fetchval("SELECT clock_timestamp()")

@@ -22,11 +22,11 @@ import uuid
 import asyncpg
 import httpx
 
-from backend.accounts.keys import key_hash, key_hint, new_key, new_webhook_secret
 from backend.jobs.repository import _CLAIM_SQL
 from bench import db
 from bench.context import Context
 from bench.load import http_load
+from bench.parts import account_key
 from bench.service import services
 from bench.stats import Figure, Stat, latency_summary, table
 
@@ -153,20 +153,6 @@ async def _idle_claim_ms(ctx: Context, sql: str) -> float:
     return statistics.median(timings) * 1000
 
 
-async def _account(conn: asyncpg.Connection, name: str, rate_limit: int | None = None) -> tuple[uuid.UUID, str]:
-    key = new_key()
-    account_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO accounts (name, key_hash, key_hint, webhook_secret, rate_limit_per_minute)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        name,
-        key_hash(key),
-        key_hint(key),
-        new_webhook_secret(),
-        rate_limit,
-    )
-    return account_id, key
-
-
 async def _fairness(ctx: Context) -> list[Figure]:
     backlog = ctx.profile.drain_jobs
     settings = {
@@ -174,8 +160,8 @@ async def _fairness(ctx: Context) -> list[Figure]:
         "IMAGE_PROVIDER_DELAY": str(SECONDS_PER_JOB),
         "WORKER_CONCURRENCY": str(FAIRNESS_CONCURRENCY),
     }
-    a, _ = await _account(ctx.conn, "bench backlog")
-    _, b_key = await _account(ctx.conn, "bench newcomer")
+    a, _ = await account_key(ctx.conn, "bench backlog")
+    _, b_key = await account_key(ctx.conn, "bench newcomer")
     delays: list[float] = []
     drain_rates: list[float] = []
     async with (
@@ -229,7 +215,7 @@ async def _completed(conn: asyncpg.Connection) -> int:
 
 
 async def _auth_cost(ctx: Context) -> list[Figure]:
-    _, key = await _account(ctx.conn, "bench load", rate_limit=1_000_000)
+    _, key = await account_key(ctx.conn, "bench load", rate_limit=1_000_000)
     on = {"AUTH_REQUIRED": "true", "RATE_LIMIT_PER_MINUTE": "1000000", "MAX_PENDING_JOBS_PER_KEY": "10000"}
     rates: dict[str, list[float]] = {"on": [], "off": []}
     refused = 0

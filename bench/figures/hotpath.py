@@ -13,13 +13,16 @@ server's `started_at - created_at` of every job created meanwhile (bench/offered
 
 from __future__ import annotations
 
+import asyncio
 import statistics
+import time
 from typing import Any
 
 from bench import db
 from bench.context import Context
 from bench.load import http_load
 from bench.offered import offered_load
+from bench.parts import account_key, webhook_receiver
 from bench.procs import run_json
 from bench.service import services
 from bench.stats import Figure, Stat
@@ -65,6 +68,8 @@ async def run(ctx: Context) -> list[Figure]:
         for _ in range(p.repetitions):
             single.append(await offered_load(ctx.conn, [proc.url], single_rate, seconds))
 
+    full_max, full, full_rate, hooks = await _everything_on(ctx)
+
     raw: list[float] = []
     for _ in range(p.repetitions):
         args = ("--dsn", ctx.database_url, "--mode", "insert", "--concurrency", "32", "--duration", str(seconds))
@@ -95,6 +100,17 @@ async def run(ctx: Context) -> list[Figure]:
         _against("hot_read_vs_bare", "5. read GET vs bare ASGI", reads, bare["get"], "bare ASGI SELECT"),
         *_pickup("hot_single", "5. pickup, ROLE=all at 50%", single, single_rate, p50=None, p99=50.0),
         *_pickup("hot_split", "5. pickup, api+worker at 80%", split, split_rate, p50=5.0, p99=25.0),
+        _against("hot_accept_full", "5. accept, auth + webhooks on", full_max, single_max, "both off (ROLE=all)"),
+        *_pickup("hot_full", "5. pickup, ROLE=all at 50%, auth + webhooks", full, full_rate, p50=None, p99=50.0),
+        Figure(
+            key="hot_full_webhooks",
+            label="5. webhooks of those jobs delivered",
+            unit="deliveries",
+            value=Stat.of([hooks["delivered"]]),
+            target=f"all {hooks['expected']:,}",
+            passed=hooks["delivered"] >= hooks["expected"],
+            note="signed POSTs to a receiver in the bench process, waited for up to 120 s after the load",
+        ),
     ]
 
 
@@ -111,6 +127,42 @@ def _ratio(key: str, label: str, ours: list[float], theirs: list[float], name: s
         passed=value.median >= target * baseline.median,
         note="32 keep-alive clients, interleaved with /healthz run by run" if key == "hot_accept" else "",
     )
+
+
+async def _everything_on(ctx: Context) -> tuple[list[float], list[dict[str, Any]], float, dict[str, int]]:
+    """ROLE=all with what this round added switched on: keys required (a key whose rate limit
+    never refuses, so the limiter still runs), and every job asking for its webhooks, delivered
+    to a receiver in this process. Its accept rate, then pickup at 50 % of it."""
+    p = ctx.profile
+    _, key = await account_key(ctx.conn, "bench hot path", rate_limit=1_000_000_000)
+    accepted: list[float] = []
+    offered: list[dict[str, Any]] = []
+    async with (
+        webhook_receiver() as hooks,
+        services(
+            ctx.database_url,
+            1,
+            ctx.folder("hotpath") / "full",
+            ROLE="all",
+            AUTH_REQUIRED="true",
+            WEBHOOK_ALLOW_PRIVATE="true",
+        ) as (proc, *_),
+    ):
+        for _ in range(p.repetitions):
+            accepted.append(
+                (await http_load([proc.url], "post", p.load_seconds, bearer=key, webhook=hooks.url))["rate"]
+            )
+            await db.wait_drained(ctx.conn, 180)
+        rate = SINGLE_SHARE * statistics.median(accepted)
+        for _ in range(p.repetitions):
+            offered.append(
+                await offered_load(ctx.conn, [proc.url], rate, p.load_seconds, bearer=key, webhook=hooks.url)
+            )
+        expected = await ctx.conn.fetchval("SELECT count(*) FROM webhook_deliveries")
+        deadline = time.monotonic() + 120
+        while hooks.received < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    return accepted, offered, rate, {"delivered": hooks.received, "expected": expected}
 
 
 def _against(key: str, label: str, ours: list[float], theirs: list[float], name: str) -> Figure:

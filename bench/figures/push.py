@@ -13,24 +13,17 @@ its `createdAt` (the committing transaction's start; one clock, one machine), ov
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import resource
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from backend.embedded_pg import free_port
 from bench import db
 from bench.context import Context
 from bench.load import POST_BODY, http_load
+from bench.parts import webhook_receiver
 from bench.service import services
 from bench.stats import Figure, Stat, latency_summary, percentile
 
@@ -190,16 +183,8 @@ def _epoch(iso: str) -> float:
 
 async def _webhook_rate(ctx: Context) -> Figure:
     await _reset(ctx)
-    received = 0
-
-    async def hook(request: Request) -> Response:
-        nonlocal received
-        await request.body()
-        received += 1
-        return Response(b"ok")
-
     rates: list[float] = []
-    async with _receiver(hook) as url:
+    async with webhook_receiver() as hooks:
         env = {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_CONCURRENCY": "32"}
         async with services(ctx.database_url, 1, ctx.folder("push-webhooks"), **env):
             for _rep in range(ctx.profile.repetitions):
@@ -208,7 +193,7 @@ async def _webhook_rate(ctx: Context) -> Figure:
                         "INSERT INTO generation_jobs (num_images, provider, webhook_url, webhook_events)"
                         " SELECT 1, 'noop', $2, ARRAY['job.created'] FROM generate_series(1, $1)",
                         WEBHOOKS,
-                        url,
+                        hooks.url,
                     )
                 committed = time.time()
                 deadline = time.monotonic() + 300
@@ -222,8 +207,8 @@ async def _webhook_rate(ctx: Context) -> Figure:
                 rates.append(WEBHOOKS / (last - committed))
                 await db.wait_drained(ctx.conn, 120)
                 await _reset(ctx)
-    if received < WEBHOOKS * len(rates):
-        raise RuntimeError(f"the receiver got {received} of {WEBHOOKS * len(rates)} webhooks")
+    if hooks.received < WEBHOOKS * len(rates):
+        raise RuntimeError(f"the receiver got {hooks.received} of {WEBHOOKS * len(rates)} webhooks")
     return Figure(
         key="push_webhooks_rate",
         label="7. webhook deliveries",
@@ -231,21 +216,3 @@ async def _webhook_rate(ctx: Context) -> Figure:
         value=Stat.of(rates),
         note=f"{WEBHOOKS:,} signed POSTs to a local receiver per repetition, 1 process, WEBHOOK_CONCURRENCY=32",
     )
-
-
-@contextlib.asynccontextmanager
-async def _receiver(handler: object) -> AsyncIterator[str]:
-    port = free_port()
-    app = Starlette(routes=[Route("/hook", handler, methods=["POST"])])  # type: ignore[arg-type]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            raise RuntimeError("the webhook receiver did not start")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/hook"
-    finally:
-        server.should_exit = True
-        await task
