@@ -2,7 +2,7 @@
 
 Baseline: single-row INSERT … RETURNING from one asyncpg process with 16 pooled connections.
 The service runs as it would in production (API and worker in one process, noop provider), so
-figure 2's "pickup under load" is read off these same runs.
+figure 2's "pickup at saturation" is read off these same runs.
 """
 
 from __future__ import annotations
