@@ -249,6 +249,6 @@ def test_sigterm_drains_then_hands_back_unfinished_jobs(tmp_path: Path) -> None:
             for job_id in long:
                 job = client.get(f"/generations/{job_id}").json()
                 assert (job["status"], job["attempts"]) == ("pending", 0)
-                assert not (tmp_path / "svc" / "images" / job_id).exists()
+                assert not list((tmp_path / "svc" / "images" / job_id).glob("*")), "its files are removed"
     finally:
         kill_all(after)

@@ -71,7 +71,7 @@ async def test_s3_public_urls_are_permanent_object_urls(
     job = await wait_for_status(client, created["jobId"], {"completed"})
 
     [url] = job["imageUrls"]
-    assert url == f"{s3_server.public_endpoint}/{s3_settings['s3_bucket']}/{job['jobId']}/0.png"
+    assert url == f"{s3_server.public_endpoint}/{s3_settings['s3_bucket']}/{job['jobId']}/1-0.png"
     assert "X-Amz" not in url
     fetched = httpx.get(url, timeout=10)
     assert fetched.status_code == 200
