@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.accounts import ANONYMOUS_ACCOUNT_ID
 from backend.notify import EVENTS_CHANNEL, NEW_JOB_CHANNEL, SESSION_SETTINGS, Notifier
-from tests.test_remote_providers import until
+from tests.polling import until
 
 DEADLINE = 10.0
 MARKER = "test_marker"

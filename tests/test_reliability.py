@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.embedded_pg import EmbeddedPostgres, free_port
+from tests.polling import wait_until
 from tests.processes import Service, kill_all, start_service
 
 pytestmark = pytest.mark.slow
@@ -37,13 +38,6 @@ def jobs_by_status(client: httpx.Client) -> dict[str, int]:
     return dict(counts)
 
 
-def poll(condition: object, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
 def test_sigkill_mid_job_then_restart_completes_every_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     env = {
         "LEASE_SECONDS": "3",
@@ -57,7 +51,7 @@ def test_sigkill_mid_job_then_restart_completes_every_job(tmp_path: Path, capsys
         first.wait_ready()
         with httpx.Client(base_url=first.url, timeout=10) as client:
             ids = [client.post("/generations", json={"numImages": 5}).json()["jobId"] for _ in range(8)]
-            poll(lambda: jobs_by_status(client).get("processing", 0) >= 4, 10, "jobs never started")
+            wait_until(lambda: jobs_by_status(client).get("processing", 0) >= 4, "jobs never started", 10)
             running = [i for i in ids if client.get(f"/generations/{i}").json()["status"] == "processing"]
 
         first.signal(signal.SIGKILL)
@@ -71,9 +65,9 @@ def test_sigkill_mid_job_then_restart_completes_every_job(tmp_path: Path, capsys
             def reclaimed() -> bool:
                 return all(client.get(f"/generations/{i}").json()["attempts"] >= 2 for i in running)
 
-            poll(reclaimed, 30, "killed jobs were never reclaimed")
+            wait_until(reclaimed, "killed jobs were never reclaimed", 30)
             reclaim_seconds = time.monotonic() - killed_at
-            poll(lambda: jobs_by_status(client) == {"completed": 8}, 60, "not every job completed")
+            wait_until(lambda: jobs_by_status(client) == {"completed": 8}, "not every job completed", 60)
             jobs = [client.get(f"/generations/{i}").json() for i in ids]
         report(capsys, f"reclaim after SIGKILL: {reclaim_seconds:.2f}s (LEASE_SECONDS=3, restart included)")
         assert all(len(job["imageUrls"]) == 5 for job in jobs)
@@ -199,23 +193,23 @@ def test_database_outage_answers_503_and_loses_nothing(tmp_path: Path, capsys: p
         service.wait_ready()
         loader = threading.Thread(target=load)
         loader.start()
-        poll(lambda: len(accepted) >= 20, 20, "no jobs accepted before the outage")
+        wait_until(lambda: len(accepted) >= 20, "no jobs accepted before the outage", 20)
         pg.stop()
         outage_started = time.monotonic()
         with httpx.Client(base_url=service.url, timeout=10) as client:
-            poll(lambda: client.get("/readyz").status_code == 503, 10, "/readyz stayed ready without a database")
-        poll(lambda: codes[503] >= 5, 20, "no 503 during the outage")
+            wait_until(lambda: client.get("/readyz").status_code == 503, "/readyz stayed ready without a database", 10)
+        wait_until(lambda: codes[503] >= 5, "no 503 during the outage", 20)
         pg.start()
         with httpx.Client(base_url=service.url, timeout=10) as client:
-            poll(lambda: client.get("/readyz").status_code == 200, 30, "never ready again after the outage")
+            wait_until(lambda: client.get("/readyz").status_code == 200, "never ready again after the outage", 30)
         recovered = time.monotonic() - outage_started
         accepted_before_end = len(accepted)
-        poll(lambda: len(accepted) >= accepted_before_end + 20, 20, "no jobs accepted after the outage")
+        wait_until(lambda: len(accepted) >= accepted_before_end + 20, "no jobs accepted after the outage", 20)
         stop.set()
         loader.join(15)
 
         with httpx.Client(base_url=service.url, timeout=10) as client:
-            poll(lambda: jobs_by_status(client) == {"completed": len(accepted)}, 60, "accepted jobs were lost")
+            wait_until(lambda: jobs_by_status(client) == {"completed": len(accepted)}, "accepted jobs were lost", 60)
         report(capsys, f"outage: {dict(codes)} responses, ready again {recovered:.2f}s after the stop")
         assert set(codes) <= {202, 503}, codes
     finally:
@@ -232,7 +226,7 @@ def test_sigterm_drains_then_hands_back_unfinished_jobs(tmp_path: Path) -> None:
         with httpx.Client(base_url=service.url, timeout=10) as client:
             short = client.post("/generations", json={"numImages": 1}).json()["jobId"]
             long = [client.post("/generations", json={"numImages": 10}).json()["jobId"] for _ in range(3)]
-            poll(lambda: jobs_by_status(client).get("processing", 0) == 4, 10, "jobs never started")
+            wait_until(lambda: jobs_by_status(client).get("processing", 0) == 4, "jobs never started", 10)
         service.signal(signal.SIGTERM)
         asked = time.monotonic()
         assert service.wait(30) == 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from tests.fake_services.fal import FakeFal, serve_fal
 from tests.fake_services.higgsfield import FakeHiggsfield, serve_higgsfield
 from tests.fake_services.replicate import FakeReplicate, serve_replicate
 from tests.fake_services.sora import FakeSora, serve_sora
+from tests.polling import until
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -96,13 +95,6 @@ async def submit(client: httpx.AsyncClient, kind: str, **extra: Any) -> str:
     assert created.status_code == 202, created.text
     job_id: str = created.json()["jobId"]
     return job_id
-
-
-async def until(condition: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize(("name", "kind"), CASES)

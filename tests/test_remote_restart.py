@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.polling import wait_until
 from tests.processes import kill_all, start_service
 from tests.test_remote_providers import DRIVERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("engine")]
-
-
-def wait_until(condition: Callable[[], bool], message: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("name", list(DRIVERS))

@@ -6,7 +6,7 @@ import asyncio
 import io
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from backend.storage import StorageUnavailable
 from backend.storage.s3 import S3Storage
 from tests.conftest import APPS, AppFactory, wait_for_status
 from tests.fakes import ScriptedProvider
+from tests.polling import until
 from tests.s3server import CREDENTIALS, S3Server, start_s3_server
 from tests.test_observability import samples, value
 from tests.test_ownership import make_account
@@ -139,7 +140,7 @@ async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
         store.stop()
         created = (await client.post("/generations", json={"numImages": 1})).json()
         # The output is made, and its write found the store down.
-        await until(lambda: waiting(client), timeout=20)
+        await until(lambda: waiting(client), "the job never waited for the store", timeout=20)
 
         await asyncio.to_thread(store.start_again)
         # The store answers again, but without the bucket: the write is refused, and the job waits on.
@@ -148,7 +149,7 @@ async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
         async def refused_logged() -> bool:  # moto's request log (colours around the request line)
             return any(put in line and '" 404 ' in line for line in store.log.read_text(errors="replace").splitlines())
 
-        await until(refused_logged, timeout=20)
+        await until(refused_logged, "the store never refused the write", timeout=20)
         assert (await client.get(f"/generations/{created['jobId']}")).json()["status"] == "processing"
         assert await waiting(client) == 1
         store.create_bucket(bucket)
@@ -167,13 +168,6 @@ async def test_a_job_waits_out_an_object_store_outage_within_its_attempt(
 async def waiting(client: httpx.AsyncClient) -> float:
     """The jobs this app's worker holds while the object store is down (a gauge of /metrics)."""
     return value(samples((await client.get("/metrics")).text), "generation_worker_jobs_waiting_for_storage")
-
-
-async def until(condition: Callable[[], Awaitable[object]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"not within {timeout}s"
-        await asyncio.sleep(0.05)
 
 
 async def test_delete_removes_a_finished_job_and_its_files(client: httpx.AsyncClient) -> None:
